@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/serve.sh and scripts/test.sh: Debian packages the
+# project needs, a virtual environment in .venv, and the package installed into it.
+# Usage: scripts/setup.sh [runtime|test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=${1:-runtime}
+
+apt_packages=()
+if [ "$want" = test ]; then
+  : # the room runtime's tests need no Debian package yet
+fi
+missing=()
+for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.voice-trio-$want
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  if [ "$want" = test ]; then
+    .venv/bin/python -m pip install -q -e '.[test]'
+  else
+    .venv/bin/python -m pip install -q -e .
+  fi
+  touch "$stamp"
+fi

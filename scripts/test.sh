@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the whole test suite: sets up .venv with the test extras, lints, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+.venv/bin/ruff check voice_trio tests
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,188 @@
+"""The ASGI application: ``/ws/{session_id}``, ``/healthz``, ``/metrics``, ``static/``.
+
+The WebSocket path is plain ASGI (no framework cost per message); the HTTP
+routes go through a small Starlette app. Process-wide tasks (the loop-lag
+monitor and the sweeper that drives idle deadlines and per-room ``metrics``
+events) live in the ASGI lifespan's nursery.
+
+Run it with ``voice-trio serve`` or ``hypercorn --worker-class trio voice_trio.app:app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ._hypercorn import refuse_permessage_deflate
+from .config import ConfigError, Settings
+from .metrics import ServerMetrics
+from .providers import Brain, EchoBrain, SessionOptions
+from .room import CloseCode, Room
+
+__all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
+
+log = logging.getLogger("voice_trio")
+
+refuse_permessage_deflate()
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+_WS_PATH = re.compile(r"/ws/([A-Za-z0-9_-]{1,128})")
+
+
+class VoiceTrioApp:
+    """One per server process. ``settings=None`` reads the environment at start-up."""
+
+    def __init__(self, settings: Settings | None = None, *, static_dir: Path | None = None) -> None:
+        self._settings = settings
+        self.metrics = ServerMetrics()
+        self.rooms: dict[str, Room] = {}
+        self.shutting_down = False
+        self._nursery: trio.Nursery | None = None
+        self.metrics.rooms_open = lambda: len(self.rooms)
+        self.metrics.upstreams_live = lambda: sum(r.upstream_live for r in self.rooms.values())
+        self.metrics.outbox_depth_max = lambda: max(
+            (r.outbox_depth for r in self.rooms.values()), default=0
+        )
+        self._http = Starlette(
+            routes=[
+                Route("/healthz", self._healthz),
+                Route("/metrics", self._metrics),
+                Mount("/", StaticFiles(directory=static_dir or STATIC_DIR, html=True)),
+            ]
+        )
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    def make_brain(self, options: SessionOptions) -> Brain:
+        return EchoBrain(options)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # ---------------------------------------------------------------- lifespan
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            settings = self.settings
+        except ConfigError as exc:
+            log.error("bad configuration: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.metrics.loop_lag.run)
+            nursery.start_soon(self._sweep, settings)
+            self._nursery = nursery
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown: every connection has ended by now
+            nursery.cancel_scope.cancel()
+        self._nursery = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _sweep(self, settings: Settings) -> None:
+        """One task for all rooms: idle deadlines and metrics events, no per-room timer."""
+        period = min(
+            1.0,
+            settings.upstream_idle_s / 4,
+            settings.session_idle_s / 4,
+            settings.room_metrics_interval_s / 2,
+        )
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for i, room in enumerate(list(self.rooms.values())):
+                room.tick(now)
+                if i % 1000 == 999:
+                    await trio.lowlevel.checkpoint()
+
+    def begin_shutdown(self) -> None:
+        """Stop taking rooms; let each room's turn end within the grace period; close 1001."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        if self._nursery is None:
+            return
+        deadline = trio.current_time() + self.settings.shutdown_grace_s
+        for room in list(self.rooms.values()):
+            self._nursery.start_soon(room.drain, deadline)
+
+    # ------------------------------------------------------------------- http
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok", "rooms": len(self.rooms), "shutting_down": self.shutting_down}
+        )
+
+    async def _metrics(self, request: Request) -> Response:
+        return PlainTextResponse(
+            self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # -------------------------------------------------------------- websocket
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        match = _WS_PATH.fullmatch(scope["path"])
+        if match is None:
+            # Refused at the handshake (HTTP 403): not /ws/{1-128 of [A-Za-z0-9_-]}.
+            await send({"type": "websocket.close", "code": CloseCode.NORMAL})
+            return
+        if self._nursery is None:
+            raise RuntimeError("voice_trio.app needs the ASGI lifespan protocol (Hypercorn runs it)")
+        session_id = match.group(1)
+        await send({"type": "websocket.accept"})
+        if self.shutting_down:
+            await send({"type": "websocket.close", "code": CloseCode.GOING_AWAY,
+                        "reason": "server shutting down"})
+            return
+        old = self.rooms.get(session_id)
+        if old is None and len(self.rooms) >= self.settings.max_sessions:
+            await send({"type": "websocket.close", "code": CloseCode.TRY_AGAIN_LATER,
+                        "reason": f"server full ({self.settings.max_sessions} rooms)"})
+            return
+        room = Room(
+            session_id=session_id,
+            settings=self.settings,
+            metrics=self.metrics,
+            make_brain=self.make_brain,
+            send=send,
+            receive=receive,
+        )
+        self.rooms[session_id] = room
+        try:
+            if old is not None:
+                old.close(CloseCode.REPLACED, "replaced")
+                with trio.move_on_after(5.0):
+                    await old.closed.wait()
+            if self.shutting_down:
+                room.close(CloseCode.GOING_AWAY, "server shutting down")
+            await room.serve()
+        finally:
+            if self.rooms.get(session_id) is room:
+                del self.rooms[session_id]
+
+
+app = VoiceTrioApp()

@@ -1,0 +1,152 @@
+"""Process telemetry: counters, the event-loop-lag monitor, Prometheus text.
+
+One :class:`ServerMetrics` per app (not module state). Rooms bump its plain
+integer counters; ``/metrics`` renders them with the names fixed in DESIGN.md
+section 6.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import os
+import resource
+import sys
+from collections.abc import Callable, Iterable
+
+import trio
+
+__all__ = ["Histogram", "LoopLagMonitor", "ServerMetrics", "resident_memory_bytes"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_memory_bytes() -> int:
+    """This process's RSS now (Linux ``/proc``), else its peak RSS."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Histogram:
+    """A cumulative Prometheus histogram with fixed bucket bounds."""
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def render(self, name: str) -> list[str]:
+        lines = []
+        running = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{name}_sum {self.sum:.6f}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
+
+
+class LoopLagMonitor:
+    """Sleeps a fixed interval and records how late it wakes, over a window."""
+
+    def __init__(self, *, interval: float = 0.05, window_s: float = 60.0) -> None:
+        self.interval = interval
+        self.samples: collections.deque[float] = collections.deque(
+            maxlen=max(1, int(window_s / interval))
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        clock = trio.current_time
+        while True:
+            target = clock() + self.interval
+            await trio.sleep_until(target)
+            self.samples.append(max(0.0, clock() - target))
+
+    def quantiles(self, qs: Iterable[float] = (0.5, 0.99, 1.0)) -> dict[float, float]:
+        ordered = sorted(self.samples)
+        if not ordered:
+            return {q: 0.0 for q in qs}
+        last = len(ordered) - 1
+        return {q: ordered[min(last, int(q * last + 0.5))] for q in qs}
+
+
+class ServerMetrics:
+    """Process-wide figures. Plain attributes: rooms add to them directly."""
+
+    def __init__(self) -> None:
+        self.loop_lag = LoopLagMonitor()
+        self.outbox_dropped: collections.Counter[str] = collections.Counter()
+        self.incoming_audio_dropped = 0
+        self.slow_consumer_closes = 0
+        self.interrupts = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.time_to_first_audio = Histogram(
+            (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+        )
+        # Filled in by the app: live views of the rooms.
+        self.rooms_open: Callable[[], int] = lambda: 0
+        self.upstreams_live: Callable[[], int] = lambda: 0
+        self.outbox_depth_max: Callable[[], int] = lambda: 0
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every figure."""
+        lag = self.loop_lag.quantiles()
+        out = [
+            "# HELP voice_trio_rooms_open Rooms with an open socket.",
+            "# TYPE voice_trio_rooms_open gauge",
+            f"voice_trio_rooms_open {self.rooms_open()}",
+            "# HELP voice_trio_upstreams_live Rooms whose brain session is connected.",
+            "# TYPE voice_trio_upstreams_live gauge",
+            f"voice_trio_upstreams_live {self.upstreams_live()}",
+            "# HELP voice_trio_loop_lag_seconds Event-loop lag over the last 60 s.",
+            "# TYPE voice_trio_loop_lag_seconds summary",
+        ]
+        for q, label in ((0.5, "0.5"), (0.99, "0.99"), (1.0, "1")):
+            out.append(f'voice_trio_loop_lag_seconds{{quantile="{label}"}} {lag[q]:.6f}')
+        out += [
+            f"voice_trio_loop_lag_seconds_sum {sum(self.loop_lag.samples):.6f}",
+            f"voice_trio_loop_lag_seconds_count {len(self.loop_lag.samples)}",
+            "# HELP voice_trio_outbox_depth_max Deepest outbox of any room now.",
+            "# TYPE voice_trio_outbox_depth_max gauge",
+            f"voice_trio_outbox_depth_max {self.outbox_depth_max()}",
+            "# HELP voice_trio_outbox_dropped_total Droppable messages dropped, by kind.",
+            "# TYPE voice_trio_outbox_dropped_total counter",
+        ]
+        for kind in sorted(set(self.outbox_dropped) | {"metrics", "response.text.delta"}):
+            out.append(f'voice_trio_outbox_dropped_total{{kind="{kind}"}} {self.outbox_dropped[kind]}')
+        out += [
+            "# HELP voice_trio_incoming_audio_dropped_total Inbound audio frames dropped.",
+            "# TYPE voice_trio_incoming_audio_dropped_total counter",
+            f"voice_trio_incoming_audio_dropped_total {self.incoming_audio_dropped}",
+            "# HELP voice_trio_slow_consumer_closes_total Rooms closed as slow consumers.",
+            "# TYPE voice_trio_slow_consumer_closes_total counter",
+            f"voice_trio_slow_consumer_closes_total {self.slow_consumer_closes}",
+            "# HELP voice_trio_interrupts_total Barge-ins served.",
+            "# TYPE voice_trio_interrupts_total counter",
+            f"voice_trio_interrupts_total {self.interrupts}",
+            "# HELP voice_trio_messages_total WebSocket messages.",
+            "# TYPE voice_trio_messages_total counter",
+            f'voice_trio_messages_total{{direction="in"}} {self.messages_in}',
+            f'voice_trio_messages_total{{direction="out"}} {self.messages_out}',
+            "# HELP voice_trio_time_to_first_audio_seconds End of user turn to first"
+            " assistant audio byte sent.",
+            "# TYPE voice_trio_time_to_first_audio_seconds histogram",
+            *self.time_to_first_audio.render("voice_trio_time_to_first_audio_seconds"),
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+            "# TYPE process_resident_memory_bytes gauge",
+            f"process_resident_memory_bytes {resident_memory_bytes()}",
+        ]
+        return "\n".join(out) + "\n"

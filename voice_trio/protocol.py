@@ -1,0 +1,198 @@
+"""The room's wire protocol (DESIGN.md section 2) as msgspec tagged unions.
+
+Client messages are decoded by one module-level :data:`client_decoder`;
+server events are encoded by one :data:`encoder`. Decoding is strict
+(``forbid_unknown_fields``) so a client finds its bug from the ``error`` event.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "AudioIn",
+    "ClientMessage",
+    "ClientVadSpeechStart",
+    "CommitAudio",
+    "Error",
+    "InputSpeechStarted",
+    "InputSpeechStopped",
+    "InputTranscript",
+    "Interrupt",
+    "Interrupted",
+    "Metrics",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "ResponseDone",
+    "ResponseStarted",
+    "ResponseTextDelta",
+    "ResponseTextDone",
+    "SessionConfig",
+    "SessionReady",
+    "TextIn",
+    "decode_client",
+    "encode",
+]
+
+Int16 = Annotated[int, msgspec.Meta(ge=-32768, le=32767)]
+
+
+class _In(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class AudioIn(_In, tag="audio"):
+    audio: list[Int16]
+
+
+class TextIn(_In, tag="text"):
+    text: str
+
+
+class CommitAudio(_In, tag="commit_audio"):
+    pass
+
+
+class Interrupt(_In, tag="interrupt"):
+    played_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class ClientVadSpeechStart(_In, tag="client_vad_speech_start"):
+    pass
+
+
+class SessionConfig(_In, tag="session.config"):
+    input_sample_rate: int | None = None
+    language: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
+    voice: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    instructions: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+
+
+class Ping(_In, tag="ping"):
+    pass
+
+
+ClientMessage = AudioIn | TextIn | CommitAudio | Interrupt | ClientVadSpeechStart | SessionConfig | Ping
+
+CLIENT_TYPES = frozenset(
+    cls.__struct_config__.tag  # type: ignore[attr-defined]
+    for cls in (AudioIn, TextIn, CommitAudio, Interrupt, ClientVadSpeechStart, SessionConfig, Ping)
+)
+
+
+class _Out(msgspec.Struct, tag_field="type", kw_only=True):
+    pass
+
+
+class SessionReady(_Out, tag="session.ready"):
+    session_id: str
+    input_sample_rate: int
+    output_sample_rate: int
+    brain: str
+    voice: str
+
+
+class InputSpeechStarted(_Out, tag="input.speech_started"):
+    pass
+
+
+class InputSpeechStopped(_Out, tag="input.speech_stopped"):
+    pass
+
+
+class InputTranscript(_Out, tag="input.transcript"):
+    text: str
+    final: bool
+
+
+class ResponseStarted(_Out, tag="response.started"):
+    response_id: str
+
+
+class ResponseTextDelta(_Out, tag="response.text.delta"):
+    response_id: str
+    delta: str
+
+
+class ResponseTextDone(_Out, tag="response.text.done"):
+    response_id: str
+    text: str
+
+
+class ResponseDone(_Out, tag="response.done"):
+    response_id: str
+    status: str
+
+
+class Interrupted(_Out, tag="interrupted"):
+    response_id: str
+
+
+class Metrics(_Out, tag="metrics"):
+    outbox_depth: int
+    outbox_dropped: int
+    incoming_audio_dropped: int
+    stale_audio_dropped: int
+    messages_in: int
+    messages_out: int
+    ttfa_ms: float | None
+    upstream_live: bool
+
+
+class Error(_Out, tag="error"):
+    code: str
+    message: str
+    fatal: bool = False
+
+
+class Pong(_Out, tag="pong"):
+    pass
+
+
+class ProtocolError(Exception):
+    """A client message the room cannot take; ``code`` goes on the ``error`` event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_loose_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def encode(event: _Out) -> str:
+    """One server event as the text of a WebSocket frame."""
+    return _encoder.encode(event).decode()
+
+
+def decode_client(text: str) -> ClientMessage:
+    """Decode one client text frame, or raise :class:`ProtocolError` saying why."""
+    try:
+        return _client_decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise _explain(text, exc) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("invalid_json", f"not valid JSON: {exc}") from None
+
+
+def _explain(text: str, exc: msgspec.ValidationError) -> ProtocolError:
+    # Only on the error path: look again, loosely, to say what is wrong.
+    value: Any = _loose_decoder.decode(text)
+    if not isinstance(value, dict):
+        return ProtocolError("invalid_message", "a message must be a JSON object")
+    kind = value.get("type")
+    if kind is None:
+        return ProtocolError("invalid_message", "the message has no `type` field")
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        known = ", ".join(sorted(CLIENT_TYPES))
+        return ProtocolError("unknown_type", f"unknown message type {kind!r}; known: {known}")
+    detail = str(exc)
+    if kind == "audio" and "`$.audio[" in detail:
+        return ProtocolError("invalid_audio", f"JSON audio must be int16 samples: {detail}")
+    return ProtocolError("invalid_message", f"bad {kind!r} message: {detail}")

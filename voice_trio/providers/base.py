@@ -1,0 +1,119 @@
+"""The two provider protocols (DESIGN.md section 3).
+
+A :class:`Brain` is one realtime conversation session. The room feeds it audio
+and turns; it answers through the :class:`BrainEvents` the room hands to
+:meth:`Brain.run`. A :class:`Voice` turns a response's text into PCM16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import msgspec
+import trio
+
+__all__ = ["Brain", "BrainError", "BrainEvents", "SessionOptions", "Turn", "Voice"]
+
+
+class SessionOptions(msgspec.Struct, kw_only=True):
+    """What the client chose with ``session.config`` (or the server's defaults)."""
+
+    language: str
+    voice: str | None = None
+    instructions: str | None = None
+
+
+class BrainError(Exception):
+    """A provider failure the room reports to its client as an ``error`` event.
+
+    The room stays open; the upstream is torn down and starts again on the next
+    activity. ``fatal`` closes the room as well.
+    """
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+
+class Turn(Protocol):
+    """One assistant response, as the room exposes it to a brain or voice."""
+
+    response_id: str
+    #: Cancelled on interrupt; a brain or voice runs the response's work inside it.
+    scope: trio.CancelScope
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def text_delta(self, delta: str) -> None: ...
+
+    async def audio(self, pcm: bytes) -> None:
+        """24 kHz PCM16 of this response; dropped once the turn is interrupted."""
+        ...
+
+    async def finish(self) -> None:
+        """End the response normally (``response.text.done`` and ``response.done``)."""
+        ...
+
+
+class BrainEvents(Protocol):
+    """What the room offers the brain it runs."""
+
+    async def speech_started(self) -> None: ...
+
+    async def speech_stopped(self) -> None: ...
+
+    async def transcript(self, text: str, *, final: bool) -> None: ...
+
+    async def start_response(self) -> Turn:
+        """Open a new response (any open one is finished first)."""
+        ...
+
+    async def error(self, code: str, message: str, *, fatal: bool = False) -> None: ...
+
+
+class Brain(Protocol):
+    """A realtime conversation session: audio and text in; events out."""
+
+    name: str
+
+    async def run(
+        self, events: BrainEvents, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, call ``task_status.started()`` once ready, then serve until cancelled."""
+        ...
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """User audio, 24 kHz PCM16 mono."""
+        ...
+
+    async def commit_audio(self) -> None:
+        """The client says the user's spoken turn has ended."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """A typed user turn."""
+        ...
+
+    async def cancel_response(self, response_id: str, *, played_ms: int) -> None:
+        """The user barged in; ``played_ms`` of the response's audio were heard."""
+        ...
+
+    def configure(self, options: SessionOptions) -> None:
+        """The client changed language, voice or instructions mid-session."""
+        ...
+
+
+class Voice(Protocol):
+    """Text in, PCM16 out, for one response at a time."""
+
+    name: str
+
+    async def speak(
+        self, text: trio.MemoryReceiveChannel[str], emit: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """Synthesize the text chunks as they arrive; ``emit`` each 24 kHz PCM16 piece."""
+        ...

@@ -1,0 +1,586 @@
+"""One room = one WebSocket connection = one Trio nursery (DESIGN.md section 1).
+
+Tasks of a room:
+
+- the reader (the ASGI handler task itself): receives, decodes, dispatches;
+  it never awaits on audio (a full inbound queue drops the frame);
+- the writer: the only caller of ASGI ``send``; drains the bounded outbox and
+  discards audio queued before an interrupt (by epoch);
+- the upstream, started lazily on the first audio frame or text: the brain
+  session and the pump that feeds it; torn down when idle;
+- turn scopes: each response's work runs in its own cancel scope, which an
+  interrupt cancels.
+
+Idle deadlines and per-room ``metrics`` events are driven by the app's one
+process-wide sweeper (:meth:`Room.tick`), so an idle room has no timer of its
+own and is never woken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import protocol as p
+from .audio import Chunker, InputResampler, pcm16_from_ints
+from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES, Settings
+from .providers.base import Brain, BrainError, SessionOptions
+
+if TYPE_CHECKING:
+    from .metrics import ServerMetrics
+
+__all__ = ["Room", "RoomTurn", "CloseCode"]
+
+log = logging.getLogger("voice_trio.room")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+BrainFactory = Callable[[SessionOptions], Brain]
+
+
+class CloseCode:
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    INVALID_PAYLOAD = 1007
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    REPLACED = 4000
+
+
+# Inbound items for the upstream pump: (kind, payload, received_at).
+_AUDIO, _TEXT, _COMMIT = 0, 1, 2
+# Room for a few text/commit items beyond the audio bound, so that a turn is
+# not refused just because audio filled the queue.
+_CONTROL_HEADROOM = 8
+# Kinds the writer may drop when the outbox is full (DESIGN.md section 1).
+_DROPPABLE = frozenset({"response.text.delta", "metrics"})
+
+
+class RoomTurn:
+    """One assistant response. Brains and voices see it as ``providers.Turn``."""
+
+    __slots__ = (
+        "room", "response_id", "epoch", "scope", "chunker", "text", "queued_bytes",
+        "sent_bytes", "closed_flag", "interrupted",
+    )
+
+    def __init__(self, room: Room, response_id: str) -> None:
+        self.room = room
+        self.response_id = response_id
+        self.epoch = room.epoch
+        self.scope = trio.CancelScope()
+        self.chunker = Chunker(room.settings.ws_tts_chunk_bytes)
+        self.text: list[str] = []
+        self.queued_bytes = 0
+        self.sent_bytes = 0
+        self.closed_flag = False
+        self.interrupted = False
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_flag
+
+    @property
+    def sent_ms(self) -> int:
+        return self.sent_bytes * 1000 // (2 * OUTPUT_SAMPLE_RATE)
+
+    @property
+    def speaking(self) -> bool:
+        """Open, or with audio still queued toward the client."""
+        return not self.interrupted and (not self.closed_flag or self.sent_bytes < self.queued_bytes)
+
+    async def text_delta(self, delta: str) -> None:
+        if self.closed_flag or not delta:
+            return
+        self.text.append(delta)
+        self.room.touch()
+        self.room.put_droppable(p.ResponseTextDelta(response_id=self.response_id, delta=delta))
+
+    async def audio(self, pcm: bytes) -> None:
+        if self.closed_flag:
+            return
+        self.room.touch()
+        for chunk in self.chunker.push(pcm):
+            await self._queue_audio(chunk)
+
+    async def _queue_audio(self, chunk: bytes) -> None:
+        self.queued_bytes += len(chunk)
+        await self.room.put_audio(chunk, self)
+
+    async def finish(self) -> None:
+        if self.closed_flag:
+            return
+        rest = self.chunker.flush()
+        if rest:
+            await self._queue_audio(rest)
+        self.closed_flag = True
+        room = self.room
+        if self.text:
+            await room.put(p.ResponseTextDone(response_id=self.response_id, text="".join(self.text)))
+        await room.put(p.ResponseDone(response_id=self.response_id, status="completed"))
+
+
+class Room:
+    """The state and tasks of one connection; :meth:`serve` runs it."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        settings: Settings,
+        metrics: ServerMetrics,
+        make_brain: BrainFactory,
+        send: ASGISend,
+        receive: ASGIReceive,
+    ) -> None:
+        self.session_id = session_id
+        self.settings = settings
+        self.metrics = metrics
+        self._make_brain = make_brain
+        self._send = send
+        self._receive = receive
+        self._outbox_tx, self._outbox_rx = trio.open_memory_channel[
+            tuple[int, dict[str, Any], RoomTurn | None]
+        ](settings.ws_outgoing_max)
+        self._inbox_tx, self._inbox_rx = trio.open_memory_channel[tuple[int, Any, float]](
+            settings.ws_incoming_audio_max + _CONTROL_HEADROOM
+        )
+        self.options = SessionOptions(language=settings.voice_language)
+        self.input_rate = OUTPUT_SAMPLE_RATE
+        self._resampler: InputResampler | None = None
+        # Interrupt generation: audio queued under an older epoch is stale.
+        self.epoch = 0
+        self.turn: RoomTurn | None = None
+        self._responses = 0
+        self.brain: Brain | None = None
+        self._upstream_scope: trio.CancelScope | None = None
+        self._room_scope: trio.CancelScope | None = None
+        self.closed = trio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.disconnected = False
+        self.draining = False
+        now = trio.current_time()
+        self.last_activity = now
+        self._last_metrics_at = now
+        self._user_turn_ended_at: float | None = None
+        # Per-room figures (also summed into the process metrics).
+        self.outbox_dropped = 0
+        self.incoming_audio_dropped = 0
+        self.stale_audio_dropped = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.last_ttfa_ms: float | None = None
+
+    # ------------------------------------------------------------------ life
+
+    async def serve(self) -> None:
+        """Run the room until the socket closes or the room is closed.
+
+        The connection must already be accepted. Sends the close frame (when
+        the server ends the room) before returning.
+        """
+        try:
+            if self.close_code is None:  # not closed before it started (replaced, shutdown)
+                async with trio.open_nursery() as nursery:
+                    self._room_scope = nursery.cancel_scope
+                    self._nursery = nursery
+                    nursery.start_soon(self._writer)
+                    await self.put(self._ready_event())
+                    await self._read_loop()
+                    nursery.cancel_scope.cancel()
+        except trio.Cancelled:
+            # Cancelled from outside (the server is going away without a drain).
+            self.close(CloseCode.GOING_AWAY, "going away")
+            await self._send_close(flush=False)
+            raise
+        finally:
+            self.closed.set()
+        await self._send_close(flush=self.close_code != CloseCode.TRY_AGAIN_LATER)
+
+    def close(self, code: int, reason: str) -> None:
+        """End the room: its tasks are cancelled, the client gets ``code``."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        if self._room_scope is not None:
+            self._room_scope.cancel()
+
+    async def _send_close(self, *, flush: bool) -> None:
+        if self.disconnected or self.close_code is None:
+            return
+        self.disconnected = True
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(2.0):
+                if flush:
+                    await self._flush_outbox()
+                await self._send(
+                    {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
+                )
+
+    async def _flush_outbox(self) -> None:
+        while True:
+            try:
+                epoch, message, turn = self._outbox_rx.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            if turn is not None and epoch != self.epoch:
+                continue
+            await self._send(message)
+
+    def touch(self) -> None:
+        self.last_activity = trio.current_time()
+
+    def tick(self, now: float) -> None:
+        """Called by the app's sweeper about once a second: idle deadlines, metrics."""
+        settings = self.settings
+        idle = now - self.last_activity
+        if idle >= settings.session_idle_s:
+            self.close(CloseCode.NORMAL, f"idle for {settings.session_idle_s:g} s")
+            return
+        speaking = self.turn is not None and self.turn.speaking
+        if self._upstream_scope is not None and idle >= settings.upstream_idle_s and not speaking:
+            self._upstream_scope.cancel()
+        if (
+            self.last_activity > self._last_metrics_at
+            and now - self._last_metrics_at >= settings.room_metrics_interval_s
+        ):
+            self._last_metrics_at = now
+            self.put_droppable(self.statistics())
+
+    def statistics(self) -> p.Metrics:
+        return p.Metrics(
+            outbox_depth=self.outbox_depth,
+            outbox_dropped=self.outbox_dropped,
+            incoming_audio_dropped=self.incoming_audio_dropped,
+            stale_audio_dropped=self.stale_audio_dropped,
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+            ttfa_ms=self.last_ttfa_ms,
+            upstream_live=self.brain is not None,
+        )
+
+    @property
+    def outbox_depth(self) -> int:
+        return self._outbox_tx.statistics().current_buffer_used
+
+    @property
+    def upstream_live(self) -> bool:
+        return self.brain is not None
+
+    async def drain(self, deadline: float) -> None:
+        """Graceful shutdown: no new turns; let the current one end; close 1001."""
+        self.draining = True
+        with trio.move_on_at(deadline):
+            while (self.turn is not None and self.turn.speaking) or self.outbox_depth:
+                await trio.sleep(0.05)
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
+
+    def _ready_event(self) -> p.SessionReady:
+        return p.SessionReady(
+            session_id=self.session_id,
+            input_sample_rate=self.input_rate,
+            output_sample_rate=OUTPUT_SAMPLE_RATE,
+            brain=self.settings.voice_brain,
+            voice=self.settings.voice_tts,
+        )
+
+    # ---------------------------------------------------------------- outbox
+
+    async def put(self, event: Any) -> None:
+        """Queue a control event; waits while the outbox is full."""
+        await self._put((self.epoch, {"type": "websocket.send", "text": p.encode(event)}, None))
+
+    async def put_audio(self, chunk: bytes, turn: RoomTurn) -> None:
+        await self._put((turn.epoch, {"type": "websocket.send", "bytes": chunk}, turn))
+
+    def put_droppable(self, event: Any) -> None:
+        """Queue a delta or metrics event, or drop and count it if the outbox is full."""
+        try:
+            self._outbox_tx.send_nowait(
+                (self.epoch, {"type": "websocket.send", "text": p.encode(event)}, None)
+            )
+        except trio.WouldBlock:
+            self.outbox_dropped += 1
+            self.metrics.outbox_dropped[event.__struct_config__.tag] += 1
+
+    async def _put(self, item: tuple[int, dict[str, Any], RoomTurn | None]) -> None:
+        try:
+            self._outbox_tx.send_nowait(item)
+            return
+        except trio.WouldBlock:
+            pass
+        with trio.move_on_after(self.settings.slow_client_timeout_s):
+            await self._outbox_tx.send(item)
+            return
+        self.metrics.slow_consumer_closes += 1
+        self.close(
+            CloseCode.TRY_AGAIN_LATER,
+            f"slow consumer: outbox full for {self.settings.slow_client_timeout_s:g} s",
+        )
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the room is closing
+
+    async def _writer(self) -> None:
+        send = self._send
+        metrics = self.metrics
+        async for epoch, message, turn in self._outbox_rx:
+            if turn is not None:
+                if epoch != self.epoch:
+                    self.stale_audio_dropped += 1
+                    continue
+                if turn.sent_bytes == 0 and self._user_turn_ended_at is not None:
+                    ttfa = trio.current_time() - self._user_turn_ended_at
+                    self._user_turn_ended_at = None
+                    self.last_ttfa_ms = round(ttfa * 1000, 1)
+                    metrics.time_to_first_audio.observe(ttfa)
+                turn.sent_bytes += len(message["bytes"])
+            await send(message)
+            self.messages_out += 1
+            metrics.messages_out += 1
+
+    # ---------------------------------------------------------------- reader
+
+    async def _read_loop(self) -> None:
+        receive = self._receive
+        max_bytes = self.settings.ws_max_message_bytes
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                self.disconnected = True
+                return
+            if kind != "websocket.receive":
+                continue
+            self.messages_in += 1
+            self.metrics.messages_in += 1
+            self.last_activity = trio.current_time()
+            data = message.get("bytes")
+            if data is not None:
+                if len(data) > max_bytes:
+                    self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")
+                    return
+                await self._on_audio(data)
+                continue
+            text = message.get("text")
+            if text is None:
+                continue
+            if len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+                self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")
+                return
+            try:
+                await self._on_message(p.decode_client(text))
+            except p.ProtocolError as exc:
+                await self.error(exc.code, exc.message)
+
+    async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
+        await self.put(p.Error(code=code, message=message, fatal=fatal))
+        if fatal:
+            self.close(CloseCode.INTERNAL_ERROR, message[:120])
+
+    async def _on_audio(self, data: bytes) -> None:
+        size = len(data)
+        if size % 2:
+            await self.error("invalid_audio", f"audio frames are PCM16: {size} bytes is odd")
+            return
+        if size > self.settings.ws_max_audio_frame_bytes:
+            await self.error(
+                "invalid_audio",
+                f"audio frame of {size} bytes is over the limit of "
+                f"{self.settings.ws_max_audio_frame_bytes}",
+            )
+            return
+        if size == 0 or self.draining:
+            return
+        if self._resampler is not None:
+            data = self._resampler.convert(data)
+        inbox = self._inbox_tx
+        if inbox.statistics().current_buffer_used >= self.settings.ws_incoming_audio_max:
+            self.incoming_audio_dropped += 1
+            self.metrics.incoming_audio_dropped += 1
+            return
+        self._ensure_upstream()
+        inbox.send_nowait((_AUDIO, data, 0.0))
+
+    async def _on_message(self, msg: p.ClientMessage) -> None:
+        if isinstance(msg, p.AudioIn):
+            await self._on_audio(pcm16_from_ints(msg.audio))
+        elif isinstance(msg, p.TextIn):
+            await self._on_text(msg.text)
+        elif isinstance(msg, p.CommitAudio):
+            if self._resampler is not None:
+                tail = self._resampler.flush()
+                if tail and not self.draining:
+                    self._ensure_upstream()
+                    with contextlib.suppress(trio.WouldBlock):
+                        self._inbox_tx.send_nowait((_AUDIO, tail, 0.0))
+            await self._queue_control(_COMMIT, None)
+        elif isinstance(msg, p.Interrupt):
+            await self.interrupt(msg.played_ms)
+        elif isinstance(msg, p.ClientVadSpeechStart):
+            if self.turn is not None and self.turn.speaking:
+                await self.interrupt(None)
+        elif isinstance(msg, p.SessionConfig):
+            await self._configure(msg)
+        elif isinstance(msg, p.Ping):
+            await self.put(p.Pong())
+
+    async def _on_text(self, text: str) -> None:
+        limit = self.settings.ws_max_text_chars
+        if len(text) > limit:
+            await self.error("text_too_long", f"text of {len(text)} characters; the limit is {limit}")
+            return
+        if not text.strip():
+            await self.error("invalid_message", "text turn is empty")
+            return
+        await self._queue_control(_TEXT, text)
+
+    async def _queue_control(self, kind: int, payload: Any) -> None:
+        if self.draining:
+            await self.error("shutting_down", "the server is shutting down; no new turns")
+            return
+        self._ensure_upstream()
+        try:
+            self._inbox_tx.send_nowait((kind, payload, trio.current_time()))
+        except trio.WouldBlock:
+            await self.error("busy", "too many turns waiting for the brain; try again shortly")
+
+    async def _configure(self, msg: p.SessionConfig) -> None:
+        if msg.input_sample_rate is not None:
+            if msg.input_sample_rate not in SUPPORTED_INPUT_RATES:
+                rates = ", ".join(str(r) for r in SUPPORTED_INPUT_RATES)
+                await self.error(
+                    "unsupported_sample_rate",
+                    f"input_sample_rate {msg.input_sample_rate} is not supported; use one of {rates}",
+                )
+                return
+            self.input_rate = msg.input_sample_rate
+            self._resampler = (
+                None if self.input_rate == OUTPUT_SAMPLE_RATE else InputResampler(self.input_rate)
+            )
+        changes = {
+            k: v
+            for k, v in (
+                ("language", msg.language),
+                ("voice", msg.voice),
+                ("instructions", msg.instructions),
+            )
+            if v is not None
+        }
+        if changes:
+            self.options = SessionOptions(**{**_options_dict(self.options), **changes})
+            if self.brain is not None:
+                self.brain.configure(self.options)
+        await self.put(self._ready_event())
+
+    # ------------------------------------------------------------- interrupt
+
+    async def interrupt(self, played_ms: int | None) -> None:
+        """Barge-in: cut the response the user is hearing (DESIGN.md section 1)."""
+        turn = self.turn
+        if turn is None or turn.interrupted:
+            return
+        if not turn.speaking and (played_ms is None or played_ms >= turn.sent_ms):
+            return  # nothing left to cut
+        was_open = not turn.closed_flag
+        self.epoch += 1
+        turn.interrupted = True
+        turn.closed_flag = True
+        turn.scope.cancel()
+        turn.chunker.clear()
+        self.metrics.interrupts += 1
+        heard = turn.sent_ms if played_ms is None else min(played_ms, turn.sent_ms)
+        await self.put(p.Interrupted(response_id=turn.response_id))
+        if was_open:
+            if turn.text:
+                await self.put(
+                    p.ResponseTextDone(response_id=turn.response_id, text="".join(turn.text))
+                )
+            await self.put(p.ResponseDone(response_id=turn.response_id, status="interrupted"))
+        if self.brain is not None:
+            await self.brain.cancel_response(turn.response_id, played_ms=heard)
+
+    # -------------------------------------------------------------- upstream
+
+    def _ensure_upstream(self) -> None:
+        if self._upstream_scope is None:
+            self._upstream_scope = trio.CancelScope()
+            self._nursery.start_soon(self._run_upstream, self._upstream_scope)
+
+    async def _run_upstream(self, scope: trio.CancelScope) -> None:
+        brain = self._make_brain(self.options)
+        events = _RoomEvents(self)
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(brain.run, events)
+                    self.brain = brain
+                    nursery.start_soon(self._pump, brain)
+        except* BrainError as group:
+            for exc in group.exceptions:
+                assert isinstance(exc, BrainError)
+                await self.error(exc.code, exc.message, fatal=exc.fatal)
+        finally:
+            self.brain = None
+            if self._upstream_scope is scope:
+                self._upstream_scope = None
+            turn = self.turn
+            if turn is not None and not turn.closed_flag:
+                turn.closed_flag = True
+                turn.scope.cancel()
+
+    async def _pump(self, brain: Brain) -> None:
+        receive = self._inbox_rx.receive
+        while True:
+            kind, payload, received_at = await receive()
+            if kind == _AUDIO:
+                await brain.send_audio(payload)
+            elif kind == _TEXT:
+                self._user_turn_ended_at = received_at
+                await brain.send_text(payload)
+            else:
+                self._user_turn_ended_at = received_at
+                await brain.commit_audio()
+
+    async def start_response(self) -> RoomTurn:
+        turn = self.turn
+        if turn is not None and not turn.closed_flag:
+            await turn.finish()
+        self._responses += 1
+        turn = self.turn = RoomTurn(self, f"resp_{self._responses}")
+        self.touch()
+        await self.put(p.ResponseStarted(response_id=turn.response_id))
+        return turn
+
+
+def _options_dict(options: SessionOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in options.__struct_fields__}
+
+
+class _RoomEvents:
+    """The room as a brain sees it (``providers.BrainEvents``)."""
+
+    __slots__ = ("_room",)
+
+    def __init__(self, room: Room) -> None:
+        self._room = room
+
+    async def speech_started(self) -> None:
+        await self._room.put(p.InputSpeechStarted())
+
+    async def speech_stopped(self) -> None:
+        await self._room.put(p.InputSpeechStopped())
+
+    async def transcript(self, text: str, *, final: bool) -> None:
+        await self._room.put(p.InputTranscript(text=text, final=final))
+
+    async def start_response(self) -> RoomTurn:
+        return await self._room.start_response()
+
+    async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
+        await self._room.error(code, message, fatal=fatal)
+

@@ -1,0 +1,132 @@
+"""Running the app under Hypercorn's Trio worker, with a graceful shutdown.
+
+On SIGTERM or SIGINT: stop accepting connections, tell every room (close 1001
+"going away") once its running turn has ended or the grace period is over,
+close upstreams, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.run import worker_serve
+
+from .app import VoiceTrioApp
+from .config import Settings
+
+__all__ = ["hypercorn_config", "serve", "run"]
+
+log = logging.getLogger("voice_trio.server")
+
+
+def hypercorn_config(settings: Settings, *, host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.websocket_max_message_size = settings.ws_max_message_bytes
+    # Rooms close themselves within the grace period; Hypercorn's own limit is a backstop.
+    config.graceful_timeout = settings.shutdown_grace_s + 5.0
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def _set_on_signal(signals: Any, event: trio.Event) -> None:
+    async for signum in signals:
+        if not event.is_set():
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            event.set()
+
+
+async def serve(
+    app: VoiceTrioApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    shutdown_event: trio.Event | None = None,
+    sockets: Sockets | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``shutdown_event`` is set, or until SIGINT/SIGTERM when it is None.
+
+    ``task_status.started`` gets the bound URLs (``http://127.0.0.1:PORT``).
+    """
+    if shutdown_event is not None:
+        await _serve(app, host, port, shutdown_event, sockets, task_status)
+        return
+    # The receiver stays open until the end, so a second signal cannot kill a draining server.
+    event = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_set_on_signal, signals, event)
+            await _serve(app, host, port, event, sockets, task_status)
+            nursery.cancel_scope.cancel()
+
+
+async def _serve(
+    app: VoiceTrioApp,
+    host: str,
+    port: int,
+    shutdown_event: trio.Event,
+    sockets: Sockets | None,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    config = hypercorn_config(app.settings, host=host, port=port)
+
+    async def shutdown_trigger() -> None:
+        await shutdown_event.wait()
+        app.begin_shutdown()  # the rooms drain in the app's lifespan nursery
+
+    if sockets is None:
+        await hypercorn_serve(  # type: ignore[call-arg]
+            app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
+    else:
+        await worker_serve(
+            app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
+
+
+def _worker(host: str, port: int, sockets: Sockets) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    app = VoiceTrioApp(Settings.from_env())
+    trio.run(partial(serve, app, host=host, port=port, sockets=sockets))
+
+
+def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
+    """The ``voice-trio serve`` command. Returns the exit status."""
+    if workers == 1:
+        trio.run(partial(serve, VoiceTrioApp(settings), host=host, port=port))
+        return 0
+    # Several processes share the listening socket; each one runs its own rooms.
+    sockets = hypercorn_config(settings, host=host, port=port).create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(2048)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(host, port, sockets)) for _ in range(workers)]
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                proc.terminate()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, forward)
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for sock in sockets.insecure_sockets:
+            sock.close()
+    return max((proc.exitcode or 0) for proc in procs)
