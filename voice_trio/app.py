@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ._hypercorn import refuse_permessage_deflate
+from ._hypercorn import adapt_hypercorn
 from .config import ConfigError, Settings
 from .metrics import ServerMetrics
 from .providers import Brain, EchoBrain, SessionOptions
@@ -32,7 +32,7 @@ __all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
 
 log = logging.getLogger("voice_trio")
 
-refuse_permessage_deflate()
+adapt_hypercorn()
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _WS_PATH = re.compile(r"/ws/([A-Za-z0-9_-]{1,128})")

@@ -1,0 +1,167 @@
+"""Malformed input: a clear `error` event and the room stays up; no neighbour notices."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+import trio
+import trio_websocket
+
+from .support import running_server, tone
+
+BAD_TEXT_FRAMES = [
+    ("{not json", "invalid_json"),
+    ("[1, 2, 3]", "invalid_message"),
+    ('{"text": "no type"}', "invalid_message"),
+    ('{"type": "shout"}', "unknown_type"),
+    ('{"type": 7}', "unknown_type"),
+    ('{"type": "text"}', "invalid_message"),
+    ('{"type": "text", "text": 42}', "invalid_message"),
+    ('{"type": "interrupt", "played_ms": "soon"}', "invalid_message"),
+    ('{"type": "interrupt", "played_ms": -5}', "invalid_message"),
+    ('{"type": "ping", "extra": true}', "invalid_message"),
+    ('{"type": "audio", "audio": [0, 40000]}', "invalid_audio"),
+    ('{"type": "audio", "audio": [-32769]}', "invalid_audio"),
+    ('{"type": "audio", "audio": [1.5]}', "invalid_audio"),
+    ('{"type": "audio"}', "invalid_message"),
+    ('{"type": "session.config", "input_sample_rate": 44100}', "unsupported_sample_rate"),
+    ('{"type": "session.config", "input_sample_rate": "fast"}', "invalid_message"),
+    ('{"type": "text", "text": "   "}', "invalid_message"),
+]
+
+
+async def test_every_bad_text_frame_gets_an_error_and_the_room_stays_up() -> None:
+    async with running_server(ws_max_text_chars=100) as server:
+        async with server.connect("bad") as bad, server.connect("neighbour") as neighbour:
+            for frame, code in [*BAD_TEXT_FRAMES, (json.dumps({"type": "text", "text": "x" * 101}), "text_too_long")]:
+                await bad.ws.send_message(frame)
+                error = await bad.expect("error", code=code, fatal=False)
+                assert error["message"], frame
+                # The neighbour is served as if nothing happened.
+                await neighbour.send_audio(tone(2400, seed=9))
+                await neighbour.send_json(type="commit_audio")
+                _, audio = await neighbour.until("response.done")
+                assert audio == tone(2400, seed=9)
+            # And the bad room still works.
+            await bad.send_json(type="text", text="vẫn ở đây")
+            events, _ = await bad.until("response.done")
+            assert events[-1]["status"] == "completed"
+        assert await server.metric("voice_trio_rooms_open") == 0
+
+
+async def test_bad_binary_audio_gets_an_error_and_the_room_stays_up() -> None:
+    async with running_server(ws_max_audio_frame_bytes=9600) as server:
+        async with server.connect("bad-audio") as client:
+            await client.send_audio(b"\x01\x02\x03")
+            error = await client.expect("error", code="invalid_audio")
+            assert "odd" in error["message"]
+            await client.send_audio(tone(4801))  # 9602 bytes, over the limit
+            error = await client.expect("error", code="invalid_audio")
+            assert "9602" in error["message"] and "9600" in error["message"]
+            await client.send_audio(tone(2400, seed=4))
+            await client.send_json(type="commit_audio")
+            _, audio = await client.until("response.done")
+            assert audio == tone(2400, seed=4)
+
+
+async def test_unknown_field_messages_name_the_field() -> None:
+    async with running_server() as server:
+        async with server.connect("fields") as client:
+            await client.send_json(type="interrupt", played_ms=5, response_id="r1")
+            error = await client.expect("error", code="invalid_message")
+            assert "response_id" in error["message"]
+
+
+async def test_message_over_the_size_limit_closes_with_1009() -> None:
+    async with running_server(ws_max_message_bytes=20_000, ws_max_audio_frame_bytes=9600) as server:
+        async with server.connect("big") as client, server.connect("other") as other:
+            await client.send_audio(b"\x00" * 30_000)
+            code, _ = await client.closed()
+            assert code == 1009
+            await other.ping()
+        async with server.connect("big-text") as client:
+            await client.ws.send_message(json.dumps({"type": "text", "text": "a" * 30_000}))
+            code, _ = await client.closed()
+            assert code == 1009
+
+
+async def _raw_handshake(port: int, path: str, extra: bytes = b"") -> tuple[trio.SocketStream, bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    await stream.send_all(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        ).encode()
+        + extra
+        + b"\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some(4096)
+        assert chunk, head
+        head += chunk
+    return stream, head
+
+
+def _masked_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007() -> None:
+    async with running_server() as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        stream, head = await _raw_handshake(port, "/ws/utf8")
+        assert head.startswith(b"HTTP/1.1 101")
+        await stream.send_all(_masked_frame(0x1, b'{"type":"text","text":"\xc3\x28"}'))
+        data = head.split(b"\r\n\r\n", 1)[1]
+        with trio.fail_after(10):
+            while True:
+                # Skip session.ready; find the close frame (opcode 8).
+                while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F):
+                    chunk = await stream.receive_some(4096)
+                    assert chunk, "connection dropped without a close frame"
+                    data += chunk
+                opcode, length = data[0] & 0x0F, data[1] & 0x7F
+                frame, data = data[2 : 2 + length], data[2 + length :]
+                if opcode == 0x8:
+                    assert struct.unpack("!H", frame[:2])[0] == 1007
+                    break
+        await stream.aclose()
+
+
+async def test_permessage_deflate_is_refused() -> None:
+    async with running_server() as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        stream, head = await _raw_handshake(
+            port,
+            "/ws/deflate",
+            b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        )
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert b"sec-websocket-extensions" not in head.lower(), head
+        await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    "path", ["/ws/" + "a" * 129, "/ws/has%20space", "/ws/a.b", "/ws/", "/ws/a/b", "/elsewhere"]
+)
+async def test_bad_session_ids_are_refused_at_the_handshake(path: str) -> None:
+    async with running_server() as server:
+        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+            async with trio_websocket.open_websocket_url(server.ws_base + path):
+                pass
+        assert info.value.status_code == 403
+        assert await server.metric("voice_trio_rooms_open") == 0
+
+
+async def test_longest_valid_session_id_is_accepted() -> None:
+    async with running_server() as server:
+        async with server.connect("A-z_9" * 25 + "abc") as client:
+            await client.ping()
