@@ -81,8 +81,11 @@ async def test_text_turn_is_answered_with_the_same_text() -> None:
             await client.send_json(type="text", text="Xin chào, tôi muốn đặt lịch.")
             started = await client.expect("response.started")
             rid = started["response_id"]
-            await client.expect("response.text.delta", response_id=rid, delta="Xin chào, tôi muốn đặt lịch.")
-            await client.expect("response.text.done", response_id=rid, text="Xin chào, tôi muốn đặt lịch.")
+            events, _ = await client.until("response.text.done")
+            deltas = [e["delta"] for e in events[:-1]]
+            assert all(e["type"] == "response.text.delta" and e["response_id"] == rid for e in events[:-1])
+            assert deltas == ["Xin ", "chào, ", "tôi ", "muốn ", "đặt ", "lịch."]
+            assert events[-1]["text"] == "Xin chào, tôi muốn đặt lịch."
             await client.expect("response.done", response_id=rid, status="completed")
 
 

@@ -58,8 +58,8 @@ _AUDIO, _TEXT, _COMMIT = 0, 1, 2
 # Room for a few text/commit items beyond the audio bound, so that a turn is
 # not refused just because audio filled the queue.
 _CONTROL_HEADROOM = 8
-# Kinds the writer may drop when the outbox is full (DESIGN.md section 1).
-_DROPPABLE = frozenset({"response.text.delta", "metrics"})
+# An outbox item that carries several events sent back to back.
+_BATCH = "voice_trio.batch"
 
 
 class RoomTurn:
@@ -169,6 +169,7 @@ class Room:
         now = trio.current_time()
         self.last_activity = now
         self._last_metrics_at = now
+        self._active_since_metrics = False
         self._user_turn_ended_at: float | None = None
         # Per-room figures (also summed into the process metrics).
         self.outbox_dropped = 0
@@ -231,10 +232,12 @@ class Room:
                 return
             if turn is not None and epoch != self.epoch:
                 continue
-            await self._send(message)
+            for one in message.get("messages", (message,)):
+                await self._send(one)
 
     def touch(self) -> None:
         self.last_activity = trio.current_time()
+        self._active_since_metrics = True
 
     def tick(self, now: float) -> None:
         """Called by the app's sweeper about once a second: idle deadlines, metrics."""
@@ -247,10 +250,11 @@ class Room:
         if self._upstream_scope is not None and idle >= settings.upstream_idle_s and not speaking:
             self._upstream_scope.cancel()
         if (
-            self.last_activity > self._last_metrics_at
+            self._active_since_metrics
             and now - self._last_metrics_at >= settings.room_metrics_interval_s
         ):
             self._last_metrics_at = now
+            self._active_since_metrics = False
             self.put_droppable(self.statistics())
 
     def statistics(self) -> p.Metrics:
@@ -296,6 +300,11 @@ class Room:
         """Queue a control event; waits while the outbox is full."""
         await self._put((self.epoch, {"type": "websocket.send", "text": p.encode(event)}, None))
 
+    async def put_together(self, *events: Any) -> None:
+        """Queue control events as one outbox item: nothing can come between them."""
+        messages = tuple({"type": "websocket.send", "text": p.encode(e)} for e in events)
+        await self._put((self.epoch, {"type": _BATCH, "messages": messages}, None))
+
     async def put_audio(self, chunk: bytes, turn: RoomTurn) -> None:
         await self._put((turn.epoch, {"type": "websocket.send", "bytes": chunk}, turn))
 
@@ -339,6 +348,12 @@ class Room:
                     self.last_ttfa_ms = round(ttfa * 1000, 1)
                     metrics.time_to_first_audio.observe(ttfa)
                 turn.sent_bytes += len(message["bytes"])
+            elif message["type"] == _BATCH:
+                for one in message["messages"]:
+                    await send(one)
+                    self.messages_out += 1
+                    metrics.messages_out += 1
+                continue
             await send(message)
             self.messages_out += 1
             metrics.messages_out += 1
@@ -358,7 +373,7 @@ class Room:
                 continue
             self.messages_in += 1
             self.metrics.messages_in += 1
-            self.last_activity = trio.current_time()
+            self.touch()
             data = message.get("bytes")
             if data is not None:
                 if len(data) > max_bytes:
@@ -494,13 +509,14 @@ class Room:
         turn.chunker.clear()
         self.metrics.interrupts += 1
         heard = turn.sent_ms if played_ms is None else min(played_ms, turn.sent_ms)
-        await self.put(p.Interrupted(response_id=turn.response_id))
+        events: list[Any] = [p.Interrupted(response_id=turn.response_id)]
         if was_open:
             if turn.text:
-                await self.put(
+                events.append(
                     p.ResponseTextDone(response_id=turn.response_id, text="".join(turn.text))
                 )
-            await self.put(p.ResponseDone(response_id=turn.response_id, status="interrupted"))
+            events.append(p.ResponseDone(response_id=turn.response_id, status="interrupted"))
+        await self.put_together(*events)
         if self.brain is not None:
             await self.brain.cancel_response(turn.response_id, played_ms=heard)
 

@@ -2,16 +2,21 @@
 
 Each inbound audio frame goes straight back out as assistant audio (through
 the room's outbox and chunking) in one response that lasts until the client
-commits the turn or interrupts; each text turn is answered with the same text.
+commits the turn or interrupts; each text turn is answered with the same text,
+streamed as one ``response.text.delta`` per word.
 """
 
 from __future__ import annotations
+
+import re
 
 import trio
 
 from .base import BrainEvents, SessionOptions, Turn
 
 __all__ = ["EchoBrain"]
+
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")
 
 
 class EchoBrain:
@@ -48,7 +53,8 @@ class EchoBrain:
     async def send_text(self, text: str) -> None:
         await self.commit_audio()
         turn = await self._require_events().start_response()
-        await turn.text_delta(text)
+        for word in _WORD_START.split(text):
+            await turn.text_delta(word)
         await turn.finish()
 
     async def cancel_response(self, response_id: str, *, played_ms: int) -> None:
