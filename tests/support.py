@@ -149,5 +149,3 @@ def tone(n_samples: int, *, seed: int = 0) -> bytes:
 
     ramp = (np.arange(n_samples, dtype=np.int64) * 7 + seed * 1009) % 20000 - 10000
     return ramp.astype("<i2").tobytes()
-
-

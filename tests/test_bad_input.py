@@ -36,7 +36,10 @@ BAD_TEXT_FRAMES = [
 async def test_every_bad_text_frame_gets_an_error_and_the_room_stays_up() -> None:
     async with running_server(ws_max_text_chars=100) as server:
         async with server.connect("bad") as bad, server.connect("neighbour") as neighbour:
-            for frame, code in [*BAD_TEXT_FRAMES, (json.dumps({"type": "text", "text": "x" * 101}), "text_too_long")]:
+            for frame, code in [
+                *BAD_TEXT_FRAMES,
+                (json.dumps({"type": "text", "text": "x" * 101}), "text_too_long"),
+            ]:
                 await bad.ws.send_message(frame)
                 error = await bad.expect("error", code=code, fatal=False)
                 assert error["message"], frame
@@ -88,7 +91,9 @@ async def test_message_over_the_size_limit_closes_with_1009() -> None:
             assert code == 1009
 
 
-async def _raw_handshake(port: int, path: str, extra: bytes = b"") -> tuple[trio.SocketStream, bytes]:
+async def _raw_handshake(
+    port: int, path: str, extra: bytes = b""
+) -> tuple[trio.SocketStream, bytes]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     await stream.send_all(

@@ -67,7 +67,9 @@ async def test_interrupt_with_a_full_outbox_sends_no_stale_audio() -> None:
     # A client that stops reading while the agent speaks: the outbox fills behind
     # the socket. It then barges in; not one frame of the old response may follow.
     async with running_server(
-        ws_outgoing_max=8, ws_tts_chunk_bytes=96_000, ws_incoming_audio_max=400,
+        ws_outgoing_max=8,
+        ws_tts_chunk_bytes=96_000,
+        ws_incoming_audio_max=400,
         slow_client_timeout_s=60,
     ) as server:
         async with server.connect("full", message_queue_size=1) as client:
@@ -102,13 +104,18 @@ async def test_droppable_deltas_are_dropped_and_counted_but_done_carries_the_tex
             deltas = [e["delta"] for e in events if e["type"] == "response.text.delta"]
             assert 0 < len(deltas) < 40
             assert events[-2]["text"] == words
-            dropped = await server.metric('voice_trio_outbox_dropped_total{kind="response.text.delta"}')
+            dropped = await server.metric(
+                'voice_trio_outbox_dropped_total{kind="response.text.delta"}'
+            )
             assert dropped == 40 - len(deltas)
 
 
 async def test_inbound_audio_is_dropped_and_counted_when_the_brain_lags() -> None:
     async with running_server(
-        ws_outgoing_max=2, ws_tts_chunk_bytes=96_000, ws_incoming_audio_max=5, slow_client_timeout_s=60
+        ws_outgoing_max=2,
+        ws_tts_chunk_bytes=96_000,
+        ws_incoming_audio_max=5,
+        slow_client_timeout_s=60,
     ) as server:
         async with server.connect("in-drops", message_queue_size=1) as client:
             frame = tone(48_000, seed=6)
@@ -127,7 +134,9 @@ async def test_inbound_audio_is_dropped_and_counted_when_the_brain_lags() -> Non
 
 
 async def test_slow_consumer_is_closed_with_1013(autojump_clock) -> None:
-    async with running_server(ws_outgoing_max=4, ws_tts_chunk_bytes=96_000, slow_client_timeout_s=2) as server:
+    async with running_server(
+        ws_outgoing_max=4, ws_tts_chunk_bytes=96_000, slow_client_timeout_s=2
+    ) as server:
         async with server.connect("slow", message_queue_size=1) as client:
             frame = tone(48_000, seed=7)
             for _ in range(300):

@@ -83,7 +83,9 @@ async def test_text_turn_is_answered_with_the_same_text() -> None:
             rid = started["response_id"]
             events, _ = await client.until("response.text.done")
             deltas = [e["delta"] for e in events[:-1]]
-            assert all(e["type"] == "response.text.delta" and e["response_id"] == rid for e in events[:-1])
+            assert all(
+                e["type"] == "response.text.delta" and e["response_id"] == rid for e in events[:-1]
+            )
             assert deltas == ["Xin ", "chào, ", "tôi ", "muốn ", "đặt ", "lịch."]
             assert events[-1]["text"] == "Xin chào, tôi muốn đặt lịch."
             await client.expect("response.done", response_id=rid, status="completed")
@@ -94,7 +96,10 @@ async def test_session_config_input_rate_is_resampled_to_24k(rate: int) -> None:
     async with running_server() as server:
         async with server.connect(f"rate{rate}") as client:
             await client.send_json(
-                type="session.config", input_sample_rate=rate, language="vi", voice="v1",
+                type="session.config",
+                input_sample_rate=rate,
+                language="vi",
+                voice="v1",
                 instructions="Bạn là lễ tân.",
             )
             ready = await client.expect("session.ready", input_sample_rate=rate)
@@ -133,7 +138,10 @@ async def test_two_rooms_do_not_share_anything() -> None:
             await b.send_audio(tone(2400, seed=2))
             await a.send_json(type="commit_audio")
             await b.send_json(type="commit_audio")
-            (_, audio_a), (_, audio_b) = await a.until("response.done"), await b.until("response.done")
+            (_, audio_a), (_, audio_b) = (
+                await a.until("response.done"),
+                await b.until("response.done"),
+            )
             assert audio_a == tone(2400, seed=1)
             assert audio_b == tone(2400, seed=2)
             with trio.fail_after(5):

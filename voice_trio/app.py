@@ -151,17 +151,29 @@ class VoiceTrioApp:
             await send({"type": "websocket.close", "code": CloseCode.NORMAL})
             return
         if self._nursery is None:
-            raise RuntimeError("voice_trio.app needs the ASGI lifespan protocol (Hypercorn runs it)")
+            raise RuntimeError(
+                "voice_trio.app needs the ASGI lifespan protocol (Hypercorn runs it)"
+            )
         session_id = match.group(1)
         await send({"type": "websocket.accept"})
         if self.shutting_down:
-            await send({"type": "websocket.close", "code": CloseCode.GOING_AWAY,
-                        "reason": "server shutting down"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CloseCode.GOING_AWAY,
+                    "reason": "server shutting down",
+                }
+            )
             return
         old = self.rooms.get(session_id)
         if old is None and len(self.rooms) >= self.settings.max_sessions:
-            await send({"type": "websocket.close", "code": CloseCode.TRY_AGAIN_LATER,
-                        "reason": f"server full ({self.settings.max_sessions} rooms)"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CloseCode.TRY_AGAIN_LATER,
+                    "reason": f"server full ({self.settings.max_sessions} rooms)",
+                }
+            )
             return
         room = Room(
             session_id=session_id,

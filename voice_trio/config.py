@@ -59,9 +59,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     def __post_init__(self) -> None:
         if self.ws_max_audio_frame_bytes > self.ws_max_message_bytes:
-            raise ConfigError(
-                "WS_MAX_AUDIO_FRAME_BYTES must not exceed WS_MAX_MESSAGE_BYTES"
-            )
+            raise ConfigError("WS_MAX_AUDIO_FRAME_BYTES must not exceed WS_MAX_MESSAGE_BYTES")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -126,7 +126,9 @@ class ServerMetrics:
             "# TYPE voice_trio_outbox_dropped_total counter",
         ]
         for kind in sorted(set(self.outbox_dropped) | {"metrics", "response.text.delta"}):
-            out.append(f'voice_trio_outbox_dropped_total{{kind="{kind}"}} {self.outbox_dropped[kind]}')
+            out.append(
+                f'voice_trio_outbox_dropped_total{{kind="{kind}"}} {self.outbox_dropped[kind]}'
+            )
         out += [
             "# HELP voice_trio_incoming_audio_dropped_total Inbound audio frames dropped.",
             "# TYPE voice_trio_incoming_audio_dropped_total counter",

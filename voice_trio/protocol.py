@@ -75,7 +75,9 @@ class Ping(_In, tag="ping"):
     pass
 
 
-ClientMessage = AudioIn | TextIn | CommitAudio | Interrupt | ClientVadSpeechStart | SessionConfig | Ping
+ClientMessage = (
+    AudioIn | TextIn | CommitAudio | Interrupt | ClientVadSpeechStart | SessionConfig | Ping
+)
 
 CLIENT_TYPES = frozenset(
     cls.__struct_config__.tag  # type: ignore[attr-defined]

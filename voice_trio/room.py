@@ -66,8 +66,16 @@ class RoomTurn:
     """One assistant response. Brains and voices see it as ``providers.Turn``."""
 
     __slots__ = (
-        "room", "response_id", "epoch", "scope", "chunker", "text", "queued_bytes",
-        "sent_bytes", "closed_flag", "interrupted",
+        "room",
+        "response_id",
+        "epoch",
+        "scope",
+        "chunker",
+        "text",
+        "queued_bytes",
+        "sent_bytes",
+        "closed_flag",
+        "interrupted",
     )
 
     def __init__(self, room: Room, response_id: str) -> None:
@@ -93,7 +101,9 @@ class RoomTurn:
     @property
     def speaking(self) -> bool:
         """Open, or with audio still queued toward the client."""
-        return not self.interrupted and (not self.closed_flag or self.sent_bytes < self.queued_bytes)
+        return not self.interrupted and (
+            not self.closed_flag or self.sent_bytes < self.queued_bytes
+        )
 
     async def text_delta(self, delta: str) -> None:
         if self.closed_flag or not delta:
@@ -122,7 +132,9 @@ class RoomTurn:
         self.closed_flag = True
         room = self.room
         if self.text:
-            await room.put(p.ResponseTextDone(response_id=self.response_id, text="".join(self.text)))
+            await room.put(
+                p.ResponseTextDone(response_id=self.response_id, text="".join(self.text))
+            )
         await room.put(p.ResponseDone(response_id=self.response_id, status="completed"))
 
 
@@ -221,7 +233,11 @@ class Room:
                 if flush:
                     await self._flush_outbox()
                 await self._send(
-                    {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
+                    {
+                        "type": "websocket.close",
+                        "code": self.close_code,
+                        "reason": self.close_reason,
+                    }
                 )
 
     async def _flush_outbox(self) -> None:
@@ -281,7 +297,8 @@ class Room:
         """Graceful shutdown: no new turns; let the current one end; close 1001."""
         self.draining = True
         with trio.move_on_at(deadline):
-            while (self.turn is not None and self.turn.speaking) or self.outbox_depth:
+            # Polls, but only while shutting down.
+            while (self.turn is not None and self.turn.speaking) or self.outbox_depth:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         self.close(CloseCode.GOING_AWAY, "server shutting down")
 
@@ -447,17 +464,19 @@ class Room:
     async def _on_text(self, text: str) -> None:
         limit = self.settings.ws_max_text_chars
         if len(text) > limit:
-            await self.error("text_too_long", f"text of {len(text)} characters; the limit is {limit}")
+            await self.error(
+                "text_too_long", f"text of {len(text)} characters; the limit is {limit}"
+            )
             return
         if not text.strip():
             await self.error("invalid_message", "text turn is empty")
             return
-        await self._queue_control(_TEXT, text)
-
-    async def _queue_control(self, kind: int, payload: Any) -> None:
         if self.draining:
             await self.error("shutting_down", "the server is shutting down; no new turns")
             return
+        await self._queue_control(_TEXT, text)
+
+    async def _queue_control(self, kind: int, payload: Any) -> None:
         self._ensure_upstream()
         try:
             self._inbox_tx.send_nowait((kind, payload, trio.current_time()))
@@ -470,7 +489,8 @@ class Room:
                 rates = ", ".join(str(r) for r in SUPPORTED_INPUT_RATES)
                 await self.error(
                     "unsupported_sample_rate",
-                    f"input_sample_rate {msg.input_sample_rate} is not supported; use one of {rates}",
+                    f"input_sample_rate {msg.input_sample_rate} is not supported; "
+                    f"use one of {rates}",
                 )
                 return
             self.input_rate = msg.input_sample_rate
@@ -599,4 +619,3 @@ class _RoomEvents:
 
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         await self._room.error(code, message, fatal=fatal)
-

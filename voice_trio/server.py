@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import trio
+from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
@@ -89,7 +90,11 @@ async def _serve(
         )
     else:
         await worker_serve(
-            app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
+            ASGIWrapper(app),
+            config,
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
         )
 
 

@@ -1,0 +1,151 @@
+"""The commands a user runs: `voice-trio serve`, plain Hypercorn, bad settings, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from voice_trio.config import ConfigError, Settings
+
+from .support import open_client, tone
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_settings_from_env_and_bad_values_name_the_variable() -> None:
+    settings = Settings.from_env({"WS_OUTGOING_MAX": "12", "SESSION_IDLE_S": "2.5"})
+    assert settings.ws_outgoing_max == 12 and settings.session_idle_s == 2.5
+    for env, name in [
+        ({"WS_OUTGOING_MAX": "many"}, "WS_OUTGOING_MAX"),
+        ({"MAX_SESSIONS": "0"}, "MAX_SESSIONS"),
+        ({"WS_TTS_CHUNK_BYTES": "9601"}, "WS_TTS_CHUNK_BYTES"),
+        ({"VOICE_BRAIN": "telepathy"}, "VOICE_BRAIN"),
+        ({"SLOW_CLIENT_TIMEOUT_S": "-1"}, "SLOW_CLIENT_TIMEOUT_S"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env(env)
+
+
+def test_serve_help_lists_every_setting() -> None:
+    out = subprocess.run(
+        [BIN / "voice-trio", "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in Settings.__struct_fields__:
+        assert name.upper() in out
+    for flag in ("--host", "--port", "--workers"):
+        assert flag in out
+
+
+def test_bad_setting_stops_start_up_with_a_message() -> None:
+    env = {**os.environ, "WS_OUTGOING_MAX": "lots"}
+    done = subprocess.run(
+        [BIN / "voice-trio", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "WS_OUTGOING_MAX" in done.stderr
+
+
+def test_plain_hypercorn_with_a_bad_setting_fails_naming_it() -> None:
+    env = {**os.environ, "MAX_SESSIONS": "none"}
+    done = subprocess.run(
+        [
+            BIN / "hypercorn",
+            "--worker-class",
+            "trio",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+            "voice_trio.app:app",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Hypercorn's own master exits 0 whatever its worker did; the server must
+    # not have started, and the message must name the variable.
+    assert "lifespan.startup.failed" in done.stderr or "startup" in done.stderr
+    assert "MAX_SESSIONS='none' is not valid" in done.stdout + done.stderr
+
+
+async def client_count(port: int) -> int | None:
+    """Rooms the server reports, or None once it no longer answers."""
+    try:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"http://127.0.0.1:{port}/healthz")).json()["rooms"]
+    except httpx.TransportError:
+        return None
+
+
+async def _wait_healthy(url: str, proc: trio.Process) -> None:
+    with trio.fail_after(60):
+        while True:
+            assert proc.returncode is None, "server exited early"
+            try:
+                async with httpx.AsyncClient() as client:
+                    if (await client.get(url + "/healthz")).status_code == 200:
+                        return
+            except httpx.TransportError:
+                await trio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["voice-trio", "serve", "--host", "127.0.0.1", "--port", "{port}"],
+        ["voice-trio", "serve", "--port", "{port}", "--workers", "2"],
+        ["hypercorn", "--worker-class", "trio", "--bind", "127.0.0.1:{port}", "voice_trio.app:app"],
+    ],
+    ids=["serve", "serve-2-workers", "hypercorn"],
+)
+async def test_served_process_echoes_and_stops_on_sigterm(command: list[str]) -> None:
+    port = free_port()
+    argv = [str(BIN / command[0])] + [a.format(port=port) for a in command[1:]]
+    env = {**os.environ, "SHUTDOWN_GRACE_S": "5"}
+    async with trio.open_nursery() as nursery:
+        proc = await nursery.start(
+            partial(
+                trio.run_process,
+                argv,
+                env=env,
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        try:
+            await _wait_healthy(f"http://127.0.0.1:{port}", proc)
+            async with open_client(f"ws://127.0.0.1:{port}/ws/proc") as client:
+                await client.send_audio(tone(4800, seed=3))
+                await client.send_json(type="commit_audio")
+                _, audio = await client.until("response.done")
+                assert audio == tone(4800, seed=3)
+                proc.send_signal(signal.SIGTERM)
+                code, _ = await client.closed()
+                if command[0] == "voice-trio":
+                    assert code == 1001  # the graceful drain is voice-trio serve's
+            with trio.fail_after(30):
+                await proc.wait()
+            assert (await client_count(port)) is None
+            assert proc.returncode == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
