@@ -6,10 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-runtime}
 
-apt_packages=()
-if [ "$want" = test ]; then
-  : # the room runtime's tests need no Debian package yet
-fi
+# eSpeak NG speaks for the embedded voice (GPL-3.0+, run as a separate program).
+apt_packages=(espeak-ng)
 missing=()
 for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -76,9 +76,10 @@ class RoomTurn:
         "sent_bytes",
         "closed_flag",
         "interrupted",
+        "reply_to",
     )
 
-    def __init__(self, room: Room, response_id: str) -> None:
+    def __init__(self, room: Room, response_id: str, reply_to: float | None) -> None:
         self.room = room
         self.response_id = response_id
         self.epoch = room.epoch
@@ -89,6 +90,8 @@ class RoomTurn:
         self.sent_bytes = 0
         self.closed_flag = False
         self.interrupted = False
+        # When the user's turn this response answers ended (for time to first audio).
+        self.reply_to = reply_to
 
     @property
     def closed(self) -> bool:
@@ -265,6 +268,7 @@ class Room:
         speaking = self.turn is not None and self.turn.speaking
         if self._upstream_scope is not None and idle >= settings.upstream_idle_s and not speaking:
             self._upstream_scope.cancel()
+            self._upstream_scope = None  # the next activity starts a fresh upstream at once
         if (
             self._active_since_metrics
             and now - self._last_metrics_at >= settings.room_metrics_interval_s
@@ -359,9 +363,8 @@ class Room:
                 if epoch != self.epoch:
                     self.stale_audio_dropped += 1
                     continue
-                if turn.sent_bytes == 0 and self._user_turn_ended_at is not None:
-                    ttfa = trio.current_time() - self._user_turn_ended_at
-                    self._user_turn_ended_at = None
+                if turn.sent_bytes == 0 and turn.reply_to is not None:
+                    ttfa = trio.current_time() - turn.reply_to
                     self.last_ttfa_ms = round(ttfa * 1000, 1)
                     metrics.time_to_first_audio.observe(ttfa)
                 turn.sent_bytes += len(message["bytes"])
@@ -557,17 +560,25 @@ class Room:
                     self.brain = brain
                     nursery.start_soon(self._pump, brain)
         except* BrainError as group:
-            for exc in group.exceptions:
-                assert isinstance(exc, BrainError)
+            for exc in _leaves(group):
                 await self.error(exc.code, exc.message, fatal=exc.fatal)
         finally:
             self.brain = None
             if self._upstream_scope is scope:
                 self._upstream_scope = None
-            turn = self.turn
-            if turn is not None and not turn.closed_flag:
-                turn.closed_flag = True
-                turn.scope.cancel()
+        # The brain is gone (idle teardown or a provider failure) and the room
+        # goes on: a response it left open ends here, so the client is not left waiting.
+        turn = self.turn
+        if turn is not None and not turn.closed_flag:
+            turn.closed_flag = True
+            turn.scope.cancel()
+            events: list[Any] = []
+            if turn.text:
+                events.append(
+                    p.ResponseTextDone(response_id=turn.response_id, text="".join(turn.text))
+                )
+            events.append(p.ResponseDone(response_id=turn.response_id, status="interrupted"))
+            await self.put_together(*events)
 
     async def _pump(self, brain: Brain) -> None:
         receive = self._inbox_rx.receive
@@ -582,15 +593,27 @@ class Room:
                 self._user_turn_ended_at = received_at
                 await brain.commit_audio()
 
-    async def start_response(self) -> RoomTurn:
+    async def start_response(self, *, reply: bool = True) -> RoomTurn:
         turn = self.turn
         if turn is not None and not turn.closed_flag:
             await turn.finish()
         self._responses += 1
-        turn = self.turn = RoomTurn(self, f"resp_{self._responses}")
+        reply_to, self._user_turn_ended_at = self._user_turn_ended_at, None
+        turn = self.turn = RoomTurn(self, f"resp_{self._responses}", reply_to if reply else None)
         self.touch()
         await self.put(p.ResponseStarted(response_id=turn.response_id))
         return turn
+
+
+def _leaves(group: BaseExceptionGroup[BrainError]) -> list[BrainError]:
+    """The BrainErrors in a (possibly nested) exception group."""
+    found: list[BrainError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
 
 
 def _options_dict(options: SessionOptions) -> dict[str, Any]:
@@ -609,13 +632,14 @@ class _RoomEvents:
         await self._room.put(p.InputSpeechStarted())
 
     async def speech_stopped(self) -> None:
+        self._room._user_turn_ended_at = trio.current_time()
         await self._room.put(p.InputSpeechStopped())
 
     async def transcript(self, text: str, *, final: bool) -> None:
         await self._room.put(p.InputTranscript(text=text, final=final))
 
-    async def start_response(self) -> RoomTurn:
-        return await self._room.start_response()
+    async def start_response(self, *, reply: bool = True) -> RoomTurn:
+        return await self._room.start_response(reply=reply)
 
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         await self._room.error(code, message, fatal=fatal)

@@ -68,8 +68,12 @@ class BrainEvents(Protocol):
 
     async def transcript(self, text: str, *, final: bool) -> None: ...
 
-    async def start_response(self) -> Turn:
-        """Open a new response (any open one is finished first)."""
+    async def start_response(self, *, reply: bool = True) -> Turn:
+        """Open a new response (any open one is finished first).
+
+        ``reply=False`` says it does not answer a user turn, so it is left out
+        of the time-to-first-audio figures.
+        """
         ...
 
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None: ...

@@ -42,7 +42,8 @@ class EchoBrain:
     async def send_audio(self, pcm: bytes) -> None:
         turn = self._turn
         if turn is None or turn.closed:
-            turn = self._turn = await self._require_events().start_response()
+            # Echoed audio answers no user turn: it is not timed as a reply.
+            turn = self._turn = await self._require_events().start_response(reply=False)
         await turn.audio(pcm)
 
     async def commit_audio(self) -> None:
