@@ -1,0 +1,148 @@
+"""Whisper base: assembly from the packages, recognition of real synthetic speech."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import psutil  # type: ignore[import-untyped]
+import pytest
+import trio
+
+from voice_trio.speech.asr import ModelAssemblyError, Recognizer, Utterance, assemble_whisper_base
+
+from .support import SENTENCES, check_heard, with_silence
+
+FIRST = next(iter(SENTENCES))
+
+
+def test_assembly_is_atomic_cached_and_repaired(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "cache" / "whisper-base"
+    try:
+        check_assembly(target, caplog)
+    finally:
+        shutil.rmtree(target.parent)  # 145 MB: do not keep it in pytest's temp dirs
+
+
+def check_assembly(target: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="voice_trio.speech.asr"):
+        assert assemble_whisper_base(target) == target
+    assert any("assembling Whisper base model" in r.getMessage() for r in caplog.records)
+    names = sorted(p.name for p in target.iterdir())
+    assert names == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    size = (target / "model.bin").stat().st_size
+    assert size == 145_217_532
+    assert [p.name for p in target.parent.iterdir()] == ["whisper-base"]  # no temp left
+
+    caplog.clear()
+    mtime = (target / "model.bin").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="voice_trio.speech.asr"):
+        assemble_whisper_base(target)
+    assert caplog.records == [] and (target / "model.bin").stat().st_mtime_ns == mtime
+
+    os.truncate(target / "model.bin", size // 2)  # a damaged copy is rebuilt
+    assemble_whisper_base(target)
+    assert (target / "model.bin").stat().st_size == size
+
+    (target / "notes.txt").write_text("mine")  # never delete a folder we did not make
+    os.truncate(target / "model.bin", 10)
+    with pytest.raises(ModelAssemblyError, match="not the Whisper base model"):
+        assemble_whisper_base(target)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("sentence", list(SENTENCES))
+async def test_recognises_synthetic_vietnamese(
+    recognizer: Recognizer, clips: dict[str, bytes], sentence: str
+) -> None:
+    audio = with_silence(clips[sentence], 0.5, 0.5)
+    check_heard(await recognizer.transcribe(audio), sentence)
+
+
+def test_the_check_fails_on_garbage() -> None:
+    sentences = list(SENTENCES)
+    heard_right = "Xin chào, tôi muốn tìm vào thứ hai người lơ."
+    check_heard(heard_right, sentences[0])
+    for garbage, reference in [
+        ("Cảm ơn bản, hẹn gặp lại vào thay mấy", sentences[0]),  # another sentence
+        ("Tôi muốn bắt lý kênh vấn bắt xí", sentences[0]),  # shares a key phrase only
+        ("Xin chào hôm nay cho yên bà", sentences[1]),
+        ("", sentences[2]),
+        ("Thank you for watching!", sentences[1]),  # a typical whisper hallucination
+    ]:
+        with pytest.raises(AssertionError):
+            check_heard(garbage, reference)
+
+
+@pytest.mark.trio
+async def test_pcm16_bytes_and_silence(recognizer: Recognizer, clips: dict[str, bytes]) -> None:
+    pcm16 = (with_silence(clips[FIRST], 0.3, 0.3) * 32767).astype("<i2").tobytes()
+    check_heard(await recognizer.transcribe(pcm16), FIRST)
+    assert await recognizer.transcribe(np.zeros(16_000 * 2, np.float32)) == ""
+    assert await recognizer.transcribe(b"") == ""
+
+
+@pytest.mark.trio
+async def test_two_rooms_share_one_model(recognizer: Recognizer, clips: dict[str, bytes]) -> None:
+    sentences = list(SENTENCES)[:2]
+    rooms = [Utterance(recognizer) for _ in sentences]
+    for room, sentence in zip(rooms, sentences, strict=True):
+        room.append(with_silence(clips[sentence], 0.3, 0.3))
+    assert rooms[0].recognizer.model is rooms[1].recognizer.model
+    before = recognizer.statistics()
+    rss_before = psutil.Process().memory_info().rss
+    busy_seen: list[int] = []
+    heard: dict[str, str] = {}
+
+    async def room_task(room: Utterance, sentence: str) -> None:
+        heard[sentence] = await room.finish()
+
+    async with trio.open_nursery() as nursery:
+        for room, sentence in zip(rooms, sentences, strict=True):
+            nursery.start_soon(room_task, room, sentence)
+        while len(heard) < len(sentences):
+            busy_seen.append(recognizer.statistics().busy_workers)
+            await trio.sleep(0.01)
+    for sentence in sentences:
+        check_heard(heard[sentence], sentence)
+    grown_mb = (psutil.Process().memory_info().rss - rss_before) / 1e6
+    assert grown_mb < 40, grown_mb  # the second user did not load a second model (~110+ MB)
+    assert max(busy_seen) == 1  # one worker: the limiter queued the other room
+    after = recognizer.statistics()
+    assert after.calls == before.calls + 2 and after.busy_workers == 0
+    assert (
+        after.compute_seconds > before.compute_seconds
+        and after.audio_seconds > before.audio_seconds
+    )
+
+
+@pytest.mark.trio
+async def test_partial_then_final_transcript(
+    recognizer: Recognizer, clips: dict[str, bytes]
+) -> None:
+    audio = with_silence(clips[FIRST], 0.3, 0.3)
+    turn = Utterance(recognizer, partial_interval_s=1.0)
+    head = int(16_000 * 1.5)  # "Xin chào, tôi muốn ..."
+    turn.append(audio[:head])
+    assert turn.partial_due()
+    partial = await turn.partial()
+    assert "xin chào" in partial.lower()
+    assert not turn.partial_due()
+    turn.append(audio[head:])
+    assert turn.seconds == pytest.approx(len(audio) / 16_000)
+    check_heard(await turn.finish(), FIRST)
+    assert turn.seconds == 0 and turn.statistics().partials == 1
+
+
+def test_utterance_buffer_is_bounded(recognizer: Recognizer) -> None:
+    turn = Utterance(recognizer, max_seconds=1.0)
+    turn.append(np.zeros(16_000 * 2, np.float32))
+    turn.append(b"\x00\x00" * 100)
+    stats = turn.statistics()
+    assert stats.buffered_seconds == 1.0
+    assert stats.dropped_seconds == pytest.approx(1.0 + 100 / 16_000)
