@@ -8,6 +8,10 @@ want=${1:-runtime}
 
 # eSpeak NG speaks for the embedded voice (GPL-3.0+, run as a separate program).
 apt_packages=(espeak-ng)
+if [ "$want" = test ]; then
+  # node's built-in test runner runs the browser demo's unit tests (tests/js).
+  command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+fi
 missing=()
 for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
