@@ -197,3 +197,20 @@ async def test_metrics_events_arrive_while_active_and_stop_when_idle(autojump_cl
             await trio.sleep(20)
             await client.send_json(type="ping")
             assert await client.event(skip_metrics=False) == {"type": "pong"}
+
+
+async def test_a_client_that_never_reads_again_does_not_hold_its_room() -> None:
+    # Hypercorn's socket writes are shielded; the kernel's send deadline
+    # (TCP_USER_TIMEOUT = slow-client timeout + margin) frees the room anyway.
+    async with running_server(
+        ws_outgoing_max=4, ws_tts_chunk_bytes=96_000, slow_client_timeout_s=1
+    ) as server:
+        async with server.connect("gone", message_queue_size=1) as client:
+            frame = tone(48_000, seed=8)
+            for _ in range(300):
+                await client.send_audio(frame)
+            with trio.fail_after(30):
+                while await server.metric("voice_trio_rooms_open"):
+                    await trio.sleep(0.25)
+            assert await server.metric("voice_trio_slow_consumer_closes_total") == 1
+            await client.ws.aclose()

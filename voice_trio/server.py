@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import socket
 from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config, Sockets
-from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.run import worker_serve
 
 from .app import VoiceTrioApp
@@ -25,6 +25,9 @@ from .config import Settings
 __all__ = ["hypercorn_config", "serve", "run"]
 
 log = logging.getLogger("voice_trio.server")
+
+#: Added to SLOW_CLIENT_TIMEOUT_S for the kernel's send deadline (see :func:`listen`).
+TCP_USER_TIMEOUT_MARGIN_S = 5.0
 
 
 def hypercorn_config(settings: Settings, *, host: str, port: int) -> Config:
@@ -84,11 +87,10 @@ async def _serve(
         await shutdown_event.wait()
         app.begin_shutdown()  # the rooms drain in the app's lifespan nursery
 
+    own = sockets is None
     if sockets is None:
-        await hypercorn_serve(  # type: ignore[call-arg]
-            app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
-        )
-    else:
+        sockets = listen(config, app.settings)
+    try:
         await worker_serve(
             ASGIWrapper(app),
             config,
@@ -96,6 +98,28 @@ async def _serve(
             shutdown_trigger=shutdown_trigger,
             task_status=task_status,
         )
+    finally:
+        if own:
+            for sock in sockets.insecure_sockets:
+                sock.close()
+
+
+def listen(config: Config, settings: Settings) -> Sockets:
+    """Bind and listen, with a send deadline on every connection.
+
+    Hypercorn writes to the socket in a shielded scope, so a client that stops
+    reading could hold its room's writer forever. ``TCP_USER_TIMEOUT`` (Linux,
+    inherited by accepted sockets) makes the kernel drop a connection whose data
+    has gone unacknowledged, or whose window stayed closed, for longer than the
+    slow-consumer timeout plus a margin; the room then ends like any other.
+    """
+    sockets = config.create_sockets()
+    timeout_ms = int((settings.slow_client_timeout_s + TCP_USER_TIMEOUT_MARGIN_S) * 1000)
+    for sock in sockets.insecure_sockets:
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+        sock.listen(config.backlog)
+    return sockets
 
 
 def _worker(host: str, port: int, sockets: Sockets) -> None:
@@ -110,9 +134,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
         trio.run(partial(serve, VoiceTrioApp(settings), host=host, port=port))
         return 0
     # Several processes share the listening socket; each one runs its own rooms.
-    sockets = hypercorn_config(settings, host=host, port=port).create_sockets()
-    for sock in sockets.insecure_sockets:
-        sock.listen(2048)
+    sockets = listen(hypercorn_config(settings, host=host, port=port), settings)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(host, port, sockets)) for _ in range(workers)]
     previous: dict[int, Any] = {}
