@@ -15,6 +15,7 @@ import trio_websocket
 
 from voice_trio.app import VoiceTrioApp
 from voice_trio.config import Settings
+from voice_trio.providers.local import LocalSpeech
 from voice_trio.server import serve
 
 
@@ -46,10 +47,20 @@ class RunningServer:
 
 @asynccontextmanager
 async def running_server(
-    settings: Settings | None = None, *, drain: bool = False, **fields: Any
+    settings: Settings | None = None,
+    *,
+    drain: bool = False,
+    speech: LocalSpeech | None = None,
+    app_class: type[VoiceTrioApp] = VoiceTrioApp,
+    **fields: Any,
 ) -> AsyncIterator[RunningServer]:
-    """Serve a fresh app on 127.0.0.1:0 for the body; cancelled (or drained) after."""
-    app = VoiceTrioApp(settings or Settings(**fields))
+    """Serve a fresh app on 127.0.0.1:0 for the body; cancelled (or drained) after.
+
+    The echo brain unless ``voice_brain`` says otherwise; ``speech`` shares models
+    loaded once per test run.
+    """
+    fields.setdefault("voice_brain", "echo")
+    app = app_class(settings or Settings(**fields), speech=speech)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(

@@ -75,14 +75,14 @@ class ToneApp(VoiceTrioApp):
         super().__init__(settings)
         self.brains: list[ToneBrain] = []
 
-    def make_brain(self, options: SessionOptions) -> ToneBrain:
-        self.brains.append(ToneBrain(options))
+    def make_brain(self, room) -> ToneBrain:
+        self.brains.append(ToneBrain(room.options))
         return self.brains[-1]
 
 
 @asynccontextmanager
 async def tone_server(**fields):
-    app = ToneApp(Settings(ws_tts_chunk_bytes=4800, **fields))
+    app = ToneApp(Settings(voice_brain="echo", ws_tts_chunk_bytes=4800, **fields))
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
             partial(serve, app, host="127.0.0.1", port=0, shutdown_event=trio.Event())

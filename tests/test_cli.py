@@ -119,7 +119,7 @@ async def _wait_healthy(url: str, proc: trio.Process) -> None:
 async def test_served_process_echoes_and_stops_on_sigterm(command: list[str]) -> None:
     port = free_port()
     argv = [str(BIN / command[0])] + [a.format(port=port) for a in command[1:]]
-    env = {**os.environ, "SHUTDOWN_GRACE_S": "5"}
+    env = {**os.environ, "SHUTDOWN_GRACE_S": "5", "VOICE_BRAIN": "echo"}
     async with trio.open_nursery() as nursery:
         proc = await nursery.start(
             partial(

@@ -23,9 +23,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ._hypercorn import adapt_hypercorn
-from .config import ConfigError, Settings
+from .agent import Graph, build_receptionist
+from .config import ConfigError, Settings, default_db_path
 from .metrics import ServerMetrics
-from .providers import Brain, EchoBrain, SessionOptions
+from .providers import Brain, EchoBrain, Voice
+from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .room import CloseCode, Room
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
@@ -41,8 +43,19 @@ _WS_PATH = re.compile(r"/ws/([A-Za-z0-9_-]{1,128})")
 class VoiceTrioApp:
     """One per server process. ``settings=None`` reads the environment at start-up."""
 
-    def __init__(self, settings: Settings | None = None, *, static_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        static_dir: Path | None = None,
+        speech: LocalSpeech | None = None,
+        agent: Graph | None = None,
+    ) -> None:
         self._settings = settings
+        #: The embedded speech models (loaded at start-up when the local brain or voice is used).
+        self.speech = speech
+        #: The agent graph the local brain decides with (the demo receptionist by default).
+        self.agent = agent
         self.metrics = ServerMetrics()
         self.rooms: dict[str, Room] = {}
         self.shutting_down = False
@@ -66,8 +79,42 @@ class VoiceTrioApp:
             self._settings = Settings.from_env()
         return self._settings
 
-    def make_brain(self, options: SessionOptions) -> Brain:
-        return EchoBrain(options)
+    def make_brain(self, room: Room) -> Brain:
+        settings = self.settings
+        if settings.voice_brain == "echo":
+            return EchoBrain(room.options)
+        first = room.conversation is None
+        return LocalBrain(
+            room.options,
+            speech=self._require_speech(),
+            responder=self.make_responder(room),
+            greet=first and settings.agent_greeting,
+            end_silence_ms=settings.vad_end_silence_ms,
+            partial_interval_s=settings.asr_partial_interval_s,
+        )
+
+    def make_voice(self, room: Room) -> Voice | None:
+        if self.settings.voice == "local":
+            return LocalVoice(self._require_speech(), room.options)
+        return None
+
+    def make_responder(self, room: Room) -> Responder:
+        """The room's conversation on the agent graph (kept across upstream restarts)."""
+        if room.conversation is None:
+            if self.agent is None:
+                raise RuntimeError("the agent graph is not loaded")
+            room.conversation = self.agent.conversation(session_id=room.session_id)
+        responder: Responder = room.conversation
+        return responder
+
+    def _require_speech(self) -> LocalSpeech:
+        if self.speech is None:
+            raise RuntimeError("the embedded speech models are not loaded")
+        return self.speech
+
+    @property
+    def needs_speech(self) -> bool:
+        return self.settings.voice_brain == "local" or self.settings.voice == "local"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -90,8 +137,21 @@ class VoiceTrioApp:
             log.error("bad configuration: %s", exc)
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
+        if self.needs_speech and self.speech is None:
+            try:
+                self.speech = await LocalSpeech.load(settings)
+                if settings.voice_brain == "local" and self.agent is None:
+                    self.agent = await trio.to_thread.run_sync(
+                        build_receptionist, settings.agent_db_path or default_db_path()
+                    )
+            except Exception as exc:
+                log.exception("could not load the embedded speech models")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
         async with trio.open_nursery() as nursery:
             await nursery.start(self.metrics.loop_lag.run)
+            if self.speech is not None:
+                await nursery.start(self.speech.run)
             nursery.start_soon(self._sweep, settings)
             self._nursery = nursery
             await send({"type": "lifespan.startup.complete"})
@@ -180,6 +240,7 @@ class VoiceTrioApp:
             settings=self.settings,
             metrics=self.metrics,
             make_brain=self.make_brain,
+            make_voice=self.make_voice,
             send=send,
             receive=receive,
         )

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
-__all__ = ["ConfigError", "Settings", "SUPPORTED_INPUT_RATES", "OUTPUT_SAMPLE_RATE"]
+__all__ = [
+    "ConfigError",
+    "OUTPUT_SAMPLE_RATE",
+    "SUPPORTED_INPUT_RATES",
+    "Settings",
+    "default_db_path",
+]
 
 #: Rates a client may declare in ``session.config``; the room resamples to 24 kHz.
 SUPPORTED_INPUT_RATES = (8000, 16000, 24000, 48000)
@@ -22,6 +29,12 @@ OUTPUT_SAMPLE_RATE = 24000
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+def default_db_path() -> Path:
+    """Where the demo receptionist keeps its appointments when AGENT_DB_PATH is empty."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "voice-trio" / "appointments.sqlite3"
 
 
 class ConfigError(ValueError):
@@ -53,13 +66,33 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     room_metrics_interval_s: Seconds = 2.0
     # On SIGTERM/SIGINT, how long running turns may go on before rooms close (1001).
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    voice_brain: Literal["echo"] = "echo"
-    voice_tts: Literal["none"] = "none"
+    voice_brain: Literal["local", "echo"] = "local"
+    # None: the brain's natural voice (local -> local, echo -> none).
+    voice_tts: Literal["local", "none"] | None = None
     voice_language: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] = "vi"
+    # The embedded brain and voice (VOICE_BRAIN=local, VOICE_TTS=local).
+    asr_model_dir: str = ""
+    asr_workers: Positive = 1
+    asr_cpu_threads: Positive = 2
+    asr_queue_max: Positive = 32
+    asr_max_wait_s: Seconds = 8.0
+    asr_partial_interval_s: Seconds = 1.5
+    vad_end_silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] = 500
+    tts_voice: Literal["vi", "vi-vn-x-central", "vi-vn-x-south"] = "vi"
+    tts_speed_wpm: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
+    agent_db_path: str = ""
+    agent_greeting: bool = True
 
     def __post_init__(self) -> None:
         if self.ws_max_audio_frame_bytes > self.ws_max_message_bytes:
             raise ConfigError("WS_MAX_AUDIO_FRAME_BYTES must not exceed WS_MAX_MESSAGE_BYTES")
+
+    @property
+    def voice(self) -> str:
+        """The voice in use, with the default resolved."""
+        if self.voice_tts is not None:
+            return self.voice_tts
+        return "local" if self.voice_brain == "local" else "none"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,7 +140,18 @@ _HELP = {
     "max_sessions": "rooms per process; more are refused with 1013",
     "room_metrics_interval_s": "seconds between per-room metrics events",
     "shutdown_grace_s": "seconds running turns may finish on SIGTERM",
-    "voice_brain": "the brain: echo (azure and local are not in this release yet)",
-    "voice_tts": "the voice: none (the brain's own audio)",
+    "voice_brain": "the brain: local (embedded, offline) or echo (diagnostic)",
+    "voice_tts": "the voice: local (eSpeak NG) or none; empty: local with the local brain",
     "voice_language": "language code passed to the brain and voice",
+    "asr_model_dir": "where the Whisper model is assembled; empty: ~/.cache/voice-trio",
+    "asr_workers": "speech recognitions running at once (worker threads)",
+    "asr_cpu_threads": "CPU threads per speech recognition",
+    "asr_queue_max": "rooms waiting for recognition before new turns are refused",
+    "asr_max_wait_s": "a turn that waited this long for recognition gets an error",
+    "asr_partial_interval_s": "seconds of new speech between partial transcripts",
+    "vad_end_silence_ms": "silence that ends the user's turn (server VAD)",
+    "tts_voice": "eSpeak NG voice: vi, vi-vn-x-central or vi-vn-x-south",
+    "tts_speed_wpm": "speaking rate of the embedded voice, words per minute",
+    "agent_db_path": "SQLite file of the demo receptionist; empty: ~/.local/share/voice-trio",
+    "agent_greeting": "the local brain greets when a conversation opens (true/false)",
 }

@@ -28,7 +28,7 @@ import trio
 from . import protocol as p
 from .audio import Chunker, InputResampler, pcm16_from_ints
 from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES, Settings
-from .providers.base import Brain, BrainError, SessionOptions
+from .providers.base import Brain, BrainError, SessionOptions, Voice
 
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
@@ -39,7 +39,8 @@ log = logging.getLogger("voice_trio.room")
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
-BrainFactory = Callable[[SessionOptions], Brain]
+BrainFactory = Callable[["Room"], Brain]
+VoiceFactory = Callable[["Room"], "Voice | None"]
 
 
 class CloseCode:
@@ -58,12 +59,18 @@ _AUDIO, _TEXT, _COMMIT = 0, 1, 2
 # Room for a few text/commit items beyond the audio bound, so that a turn is
 # not refused just because audio filled the queue.
 _CONTROL_HEADROOM = 8
+# Text deltas waiting for the voice of one turn.
+_VOICE_TEXT_MAX = 256
 # An outbox item that carries several events sent back to back.
 _BATCH = "voice_trio.batch"
 
 
 class RoomTurn:
-    """One assistant response. Brains and voices see it as ``providers.Turn``."""
+    """One assistant response. Brains and voices see it as ``providers.Turn``.
+
+    With a voice, the text deltas stream into the voice inside this turn's cancel
+    scope, and the response completes when the voice has spoken the last of it.
+    """
 
     __slots__ = (
         "room",
@@ -77,6 +84,10 @@ class RoomTurn:
         "closed_flag",
         "interrupted",
         "reply_to",
+        "completed",
+        "first_sent_at",
+        "_voice_tx",
+        "voice_done",
     )
 
     def __init__(self, room: Room, response_id: str, reply_to: float | None) -> None:
@@ -92,6 +103,13 @@ class RoomTurn:
         self.interrupted = False
         # When the user's turn this response answers ended (for time to first audio).
         self.reply_to = reply_to
+        #: ``response.done`` has been queued (completed or interrupted).
+        self.completed = False
+        #: When the writer sent this response's first audio (the client starts playing).
+        self.first_sent_at: float | None = None
+        self._voice_tx: trio.MemorySendChannel[str] | None = None
+        #: Set once the voice has finished with this turn (None: no voice yet).
+        self.voice_done: trio.Event | None = None
 
     @property
     def closed(self) -> bool:
@@ -103,20 +121,60 @@ class RoomTurn:
 
     @property
     def speaking(self) -> bool:
-        """Open, or with audio still queued toward the client."""
+        """Open, voicing, with audio still queued, or (by the clock) still playing."""
         return not self.interrupted and (
-            not self.closed_flag or self.sent_bytes < self.queued_bytes
+            not self.closed_flag
+            or (self.voice_done is not None and not self.voice_done.is_set())
+            or self.sent_bytes < self.queued_bytes
+            or self.played_ms_estimate() < self.sent_ms
         )
+
+    def played_ms_estimate(self) -> int:
+        """What the client has played so far if it plays as it receives, in real time."""
+        if self.first_sent_at is None:
+            return 0
+        elapsed = int((trio.current_time() - self.first_sent_at) * 1000)
+        return min(elapsed, self.sent_ms)
 
     async def text_delta(self, delta: str) -> None:
         if self.closed_flag or not delta:
             return
         self.text.append(delta)
+        room = self.room
+        room.touch()
+        room.put_droppable(p.ResponseTextDelta(response_id=self.response_id, delta=delta))
+        if room.voice is not None:
+            if self._voice_tx is None:
+                self._start_voice(room.voice)
+            assert self._voice_tx is not None
+            with contextlib.suppress(trio.BrokenResourceError):  # cut by an interrupt
+                await self._voice_tx.send(delta)
+
+    def _start_voice(self, voice: Voice) -> None:
+        send, receive = trio.open_memory_channel[str](_VOICE_TEXT_MAX)
+        self._voice_tx = send
+        self.voice_done = trio.Event()
+        self.room.upstream_nursery().start_soon(self._run_voice, voice, receive)
+
+    async def _run_voice(self, voice: Voice, text: trio.MemoryReceiveChannel[str]) -> None:
+        assert self.voice_done is not None
+        try:
+            with self.scope, text:
+                await voice.speak(text, self._voice_audio)
+                await self._complete()
+        finally:
+            self.voice_done.set()
+
+    async def _voice_audio(self, pcm: bytes) -> None:
+        if self.interrupted:
+            return
         self.room.touch()
-        self.room.put_droppable(p.ResponseTextDelta(response_id=self.response_id, delta=delta))
+        for chunk in self.chunker.push(pcm):
+            await self._queue_audio(chunk)
 
     async def audio(self, pcm: bytes) -> None:
-        if self.closed_flag:
+        """The brain's own audio (used when the room has no voice)."""
+        if self.closed_flag or self.room.voice is not None:
             return
         self.room.touch()
         for chunk in self.chunker.push(pcm):
@@ -127,18 +185,25 @@ class RoomTurn:
         await self.room.put_audio(chunk, self)
 
     async def finish(self) -> None:
+        """No more text or audio from the brain; completes once it is all spoken."""
         if self.closed_flag:
             return
+        self.closed_flag = True
+        if self._voice_tx is not None:
+            self._voice_tx.close()  # the voice completes the response when it is done
+            return
+        await self._complete()
+
+    async def _complete(self) -> None:
+        self.completed = True
         rest = self.chunker.flush()
         if rest:
             await self._queue_audio(rest)
-        self.closed_flag = True
-        room = self.room
+        events: list[Any] = []
         if self.text:
-            await room.put(
-                p.ResponseTextDone(response_id=self.response_id, text="".join(self.text))
-            )
-        await room.put(p.ResponseDone(response_id=self.response_id, status="completed"))
+            events.append(p.ResponseTextDone(response_id=self.response_id, text="".join(self.text)))
+        events.append(p.ResponseDone(response_id=self.response_id, status="completed"))
+        await self.room.put_together(*events)
 
 
 class Room:
@@ -151,6 +216,7 @@ class Room:
         settings: Settings,
         metrics: ServerMetrics,
         make_brain: BrainFactory,
+        make_voice: VoiceFactory,
         send: ASGISend,
         receive: ASGIReceive,
     ) -> None:
@@ -158,6 +224,12 @@ class Room:
         self.settings = settings
         self.metrics = metrics
         self._make_brain = make_brain
+        self._make_voice = make_voice
+        #: The voice of the live upstream (None: the brain's own audio).
+        self.voice: Voice | None = None
+        #: Per-room state a brain keeps across upstream restarts (the agent conversation).
+        self.conversation: Any = None
+        self._upstream_nursery: trio.Nursery | None = None
         self._send = send
         self._receive = receive
         self._outbox_tx, self._outbox_rx = trio.open_memory_channel[
@@ -312,7 +384,7 @@ class Room:
             input_sample_rate=self.input_rate,
             output_sample_rate=OUTPUT_SAMPLE_RATE,
             brain=self.settings.voice_brain,
-            voice=self.settings.voice_tts,
+            voice=self.settings.voice,
         )
 
     # ---------------------------------------------------------------- outbox
@@ -363,6 +435,8 @@ class Room:
                 if epoch != self.epoch:
                     self.stale_audio_dropped += 1
                     continue
+                if turn.first_sent_at is None:
+                    turn.first_sent_at = trio.current_time()
                 if turn.sent_bytes == 0 and turn.reply_to is not None:
                     ttfa = trio.current_time() - turn.reply_to
                     self.last_ttfa_ms = round(ttfa * 1000, 1)
@@ -524,14 +598,16 @@ class Room:
             return
         if not turn.speaking and (played_ms is None or played_ms >= turn.sent_ms):
             return  # nothing left to cut
-        was_open = not turn.closed_flag
+        was_open = not turn.completed
+        turn.completed = True
         self.epoch += 1
         turn.interrupted = True
         turn.closed_flag = True
         turn.scope.cancel()
         turn.chunker.clear()
         self.metrics.interrupts += 1
-        heard = turn.sent_ms if played_ms is None else min(played_ms, turn.sent_ms)
+        # Without the client's word (server VAD), what it has played by the clock.
+        heard = turn.played_ms_estimate() if played_ms is None else min(played_ms, turn.sent_ms)
         events: list[Any] = [p.Interrupted(response_id=turn.response_id)]
         if was_open:
             if turn.text:
@@ -551,11 +627,13 @@ class Room:
             self._nursery.start_soon(self._run_upstream, self._upstream_scope)
 
     async def _run_upstream(self, scope: trio.CancelScope) -> None:
-        brain = self._make_brain(self.options)
+        brain = self._make_brain(self)
         events = _RoomEvents(self)
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
+                    self._upstream_nursery = nursery
+                    self.voice = self._make_voice(self)
                     await nursery.start(brain.run, events)
                     self.brain = brain
                     nursery.start_soon(self._pump, brain)
@@ -564,13 +642,15 @@ class Room:
                 await self.error(exc.code, exc.message, fatal=exc.fatal)
         finally:
             self.brain = None
+            self.voice = None
+            self._upstream_nursery = None
             if self._upstream_scope is scope:
                 self._upstream_scope = None
         # The brain is gone (idle teardown or a provider failure) and the room
         # goes on: a response it left open ends here, so the client is not left waiting.
         turn = self.turn
-        if turn is not None and not turn.closed_flag:
-            turn.closed_flag = True
+        if turn is not None and not turn.completed:
+            turn.closed_flag = turn.completed = turn.interrupted = True
             turn.scope.cancel()
             events: list[Any] = []
             if turn.text:
@@ -593,10 +673,18 @@ class Room:
                 self._user_turn_ended_at = received_at
                 await brain.commit_audio()
 
+    def upstream_nursery(self) -> trio.Nursery:
+        if self._upstream_nursery is None:
+            raise RuntimeError("the room's upstream is not running")
+        return self._upstream_nursery
+
     async def start_response(self, *, reply: bool = True) -> RoomTurn:
         turn = self.turn
-        if turn is not None and not turn.closed_flag:
-            await turn.finish()
+        if turn is not None:
+            if not turn.closed_flag:
+                await turn.finish()
+            if turn.voice_done is not None:
+                await turn.voice_done.wait()  # responses are spoken one after another
         self._responses += 1
         reply_to, self._user_turn_ended_at = self._user_turn_ended_at, None
         turn = self.turn = RoomTurn(self, f"resp_{self._responses}", reply_to if reply else None)
@@ -640,6 +728,11 @@ class _RoomEvents:
 
     async def start_response(self, *, reply: bool = True) -> RoomTurn:
         return await self._room.start_response(reply=reply)
+
+    async def barge_in(self) -> None:
+        turn = self._room.turn
+        if turn is not None and turn.speaking:
+            await self._room.interrupt(None)
 
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         await self._room.error(code, message, fatal=fatal)

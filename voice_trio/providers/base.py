@@ -68,6 +68,10 @@ class BrainEvents(Protocol):
 
     async def transcript(self, text: str, *, final: bool) -> None: ...
 
+    async def barge_in(self) -> None:
+        """The brain heard the user start speaking: interrupt the agent if it speaks."""
+        ...
+
     async def start_response(self, *, reply: bool = True) -> Turn:
         """Open a new response (any open one is finished first).
 

@@ -345,6 +345,12 @@ class Utterance:
         """True when ``partial_interval_s`` of new audio arrived since the last partial."""
         return (self._samples - self._last_partial_samples) >= self.partial_interval_s * SAMPLE_RATE
 
+    def take_partial(self) -> npt.NDArray[np.float32]:
+        """A copy of the audio so far for a partial transcript made elsewhere."""
+        self._last_partial_samples = self._samples
+        self._partials += 1
+        return self.audio().copy()
+
     async def partial(self, *, limiter: trio.CapacityLimiter | None = None) -> str:
         """Transcribe the audio so far (the turn goes on)."""
         self._last_partial_samples = self._samples

@@ -1,0 +1,346 @@
+"""The embedded offline brain and voice (``VOICE_BRAIN=local``, ``VOICE_TTS=local``).
+
+Hearing: room audio (24 kHz) is resampled to 16 kHz and fed to the process's
+shared Silero VAD (batched across rooms); speech start is a barge-in, speech
+stop (or the client's ``commit_audio``) ends the user's turn. Whisper base
+transcribes the turn in a worker thread behind one process-wide, fair,
+bounded queue; long speech gets partial transcripts.
+
+Deciding: each final transcript (or typed turn) goes to the room's
+conversation (the agent graph), whose reply text the room speaks.
+
+Speaking: :class:`LocalVoice` streams the reply through eSpeak NG clause by
+clause; the room's turn scope stops it on interrupt.
+
+Nothing here downloads anything: the models come from installed packages.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import trio
+
+from .base import BrainError, BrainEvents, SessionOptions
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..speech.asr import Recognizer
+    from ..speech.tts import EspeakTts
+    from ..speech.vad import SileroVad, VadBatcher
+
+__all__ = ["LocalBrain", "LocalSpeech", "LocalVoice", "Responder"]
+
+log = logging.getLogger("voice_trio.local")
+
+_PREROLL_S = 0.3  # audio kept from before the VAD's speech start
+_SAMPLE_RATE = 16_000
+
+
+class Responder(Protocol):
+    """What decides the reply: the room's conversation on the agent graph."""
+
+    async def respond(self, text: str) -> str:
+        """The reply to one user turn (a final transcript or typed text)."""
+        ...
+
+    def greeting(self) -> str:
+        """What the agent says when the conversation opens (may be empty)."""
+        ...
+
+
+class LocalSpeech:
+    """The process-wide models, loaded once and shared by every room."""
+
+    def __init__(
+        self,
+        *,
+        recognizer: Recognizer,
+        vad_model: SileroVad,
+        tts: EspeakTts,
+        asr_workers: int = 1,
+        asr_queue_max: int = 32,
+        asr_max_wait_s: float = 8.0,
+    ) -> None:
+        self.recognizer = recognizer
+        self.vad_model = vad_model
+        self._vad: VadBatcher | None = None
+        self.tts = tts
+        self.asr_limiter = trio.CapacityLimiter(asr_workers)
+        self.asr_queue_max = asr_queue_max
+        self.asr_max_wait_s = asr_max_wait_s
+
+    @property
+    def vad(self) -> VadBatcher:
+        if self._vad is None:
+            raise RuntimeError("LocalSpeech.run is not running")
+        return self._vad
+
+    @classmethod
+    async def load(cls, settings: Settings) -> LocalSpeech:
+        """Assemble (first time only) and load the models, off the event loop."""
+        return await trio.to_thread.run_sync(cls.load_sync, settings)
+
+    @classmethod
+    def load_sync(cls, settings: Settings) -> LocalSpeech:
+        """Blocking :meth:`load` (1-2 s; the first time also assembles the model)."""
+        from ..speech.asr import Recognizer
+        from ..speech.tts import EspeakOptions, EspeakTts
+        from ..speech.vad import SileroVad
+
+        started = time.perf_counter()
+        folder = Path(settings.asr_model_dir).expanduser() if settings.asr_model_dir else None
+        recognizer = Recognizer(folder, cpu_threads=settings.asr_cpu_threads)
+        vad_model = SileroVad()
+        tts = EspeakTts(
+            options=EspeakOptions(voice=settings.tts_voice, speed_wpm=settings.tts_speed_wpm),
+            chunk_bytes=settings.ws_tts_chunk_bytes,
+        )
+        log.info("embedded speech models loaded in %.1f s", time.perf_counter() - started)
+        return cls(
+            recognizer=recognizer,
+            vad_model=vad_model,
+            tts=tts,
+            asr_workers=settings.asr_workers,
+            asr_queue_max=settings.asr_queue_max,
+            asr_max_wait_s=settings.asr_max_wait_s,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The VAD batching service; run it in the app's nursery (once per app)."""
+        from ..speech.vad import VadBatcher
+
+        batcher = VadBatcher(self.vad_model)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(batcher.run)
+                self._vad = batcher
+                task_status.started()
+        finally:
+            self._vad = None
+
+    async def transcribe(self, audio: np.ndarray[Any, Any], *, language: str) -> str:
+        """Recognise a turn: rooms wait their turn fairly (FIFO), boundedly.
+
+        Raises :class:`BrainError` when too many rooms wait already, or when this
+        one waited longer than ``asr_max_wait_s``; the room then says so.
+        """
+        limiter = self.asr_limiter
+        if limiter.statistics().tasks_waiting >= self.asr_queue_max:
+            raise BrainError("asr_busy", "speech recognition is saturated; please try again")
+        with trio.move_on_after(self.asr_max_wait_s) as waited:
+            await limiter.acquire()
+        if waited.cancelled_caught:
+            raise BrainError(
+                "asr_timeout",
+                f"speech recognition was busy for {self.asr_max_wait_s:g} s; please say that again",
+            )
+        try:
+            return await trio.to_thread.run_sync(
+                lambda: self.recognizer.transcribe_sync(audio, language=language)
+            )
+        finally:
+            limiter.release()
+
+
+class LocalVoice:
+    """eSpeak NG, streamed clause by clause (a separate GPL program, run per clause)."""
+
+    name = "local"
+
+    def __init__(self, speech: LocalSpeech, options: SessionOptions) -> None:
+        self._tts = speech.tts
+        self._options = _espeak_options(speech, options)
+
+    async def speak(
+        self, text: trio.MemoryReceiveChannel[str], emit: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        from ..speech.tts import TtsError
+
+        stream = self._tts.stream_deltas(text, options=self._options)
+        try:
+            async for pcm in stream:
+                await emit(pcm)
+        except TtsError as exc:
+            raise BrainError("tts_failed", f"the embedded voice failed: {exc}") from None
+        finally:
+            await stream.aclose()
+
+
+def _espeak_options(speech: LocalSpeech, options: SessionOptions) -> Any:
+    from ..speech.tts import VIETNAMESE_VOICES
+
+    base = speech.tts.options
+    if options.voice and options.voice in VIETNAMESE_VOICES and options.voice != base.voice:
+        import dataclasses
+
+        return dataclasses.replace(base, voice=options.voice)
+    return base
+
+
+# Jobs for the brain's one deciding task, in order.
+_PARTIAL, _FINAL, _TEXT = 0, 1, 2
+
+
+class LocalBrain:
+    """One room's embedded conversation session."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        options: SessionOptions,
+        *,
+        speech: LocalSpeech,
+        responder: Responder,
+        greet: bool = False,
+        end_silence_ms: int = 500,
+        partial_interval_s: float = 1.5,
+    ) -> None:
+        from ..speech.asr import Utterance
+        from ..speech.vad import Resampler, VadConfig, VadStream
+
+        self.options = options
+        self._speech = speech
+        self._responder = responder
+        self._greet = greet
+        self._resampler = Resampler(24_000, _SAMPLE_RATE)
+        self._vad = VadStream(speech.vad_model, VadConfig(end_silence_ms=end_silence_ms))
+        self._utterance = Utterance(
+            speech.recognizer, language=options.language, partial_interval_s=partial_interval_s
+        )
+        self._heard = 0  # 16 kHz samples fed to the VAD so far
+        # Recent audio, so the turn starts where the VAD says speech began.
+        self._recent: collections.deque[tuple[int, np.ndarray[Any, Any]]] = collections.deque()
+        self._in_speech = False
+        self._turn_no = 0
+        self._jobs_tx, self._jobs_rx = trio.open_memory_channel[tuple[int, int, Any]](8)
+        self._events: BrainEvents | None = None
+
+    async def run(
+        self, events: BrainEvents, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._events = events
+        task_status.started()
+        if self._greet:
+            await self._say(events, self._responder.greeting(), reply=False)
+        async for kind, turn_no, payload in self._jobs_rx:
+            await self._decide(events, kind, turn_no, payload)
+
+    async def _decide(self, events: BrainEvents, kind: int, turn_no: int, payload: Any) -> None:
+        language = self.options.language
+        if kind == _PARTIAL:
+            if turn_no != self._turn_no or not self._in_speech:
+                return  # that turn is over; its final is coming
+            if self._speech.asr_limiter.statistics().tasks_waiting:
+                return  # partials are skipped while others wait for recognition
+            try:
+                text = await self._speech.transcribe(payload, language=language)
+            except BrainError:
+                return  # a partial is only a courtesy
+            if text and turn_no == self._turn_no and self._in_speech:
+                await events.transcript(text, final=False)
+            return
+        if kind == _FINAL:
+            try:
+                text = await self._speech.transcribe(payload, language=language)
+            except BrainError as exc:
+                await events.error(exc.code, exc.message)
+                return
+            if not text:
+                return  # noise, a cough: nothing to answer
+            await events.transcript(text, final=True)
+        else:
+            text = payload
+        await self._say(events, await self._responder.respond(text))
+
+    async def _say(self, events: BrainEvents, text: str, *, reply: bool = True) -> None:
+        if text:
+            turn = await events.start_response(reply=reply)
+            await turn.text_delta(text)
+            await turn.finish()
+
+    # ------------------------------------------------------------ room -> brain
+
+    async def send_audio(self, pcm: bytes) -> None:
+        from ..speech.vad import pcm16_to_float32
+
+        events = self._require_events()
+        samples = self._resampler.process(pcm16_to_float32(pcm))
+        if not len(samples):
+            return
+        start = self._heard
+        self._heard += len(samples)
+        self._recent.append((start, samples))
+        while self._recent and self._recent[0][0] + len(self._recent[0][1]) < (
+            self._heard - int((_PREROLL_S + 0.5) * _SAMPLE_RATE)
+        ):
+            self._recent.popleft()
+        result = await self._speech.vad.feed(self._vad, samples)
+        for event in result.events:
+            if event.kind == "speech_started":
+                self._in_speech = True
+                self._turn_no += 1
+                self._utterance.reset()
+                self._utterance.append(self._since(event.sample - int(_PREROLL_S * _SAMPLE_RATE)))
+                await events.speech_started()
+                await events.barge_in()
+            else:
+                await self._end_turn(events)
+        if self._in_speech and not any(e.kind == "speech_started" for e in result.events):
+            self._utterance.append(samples)
+            if self._utterance.partial_due() and self._utterance.seconds >= 2.0:
+                self._offer(_PARTIAL, self._utterance.take_partial())
+
+    def _since(self, sample: int) -> np.ndarray[Any, Any]:
+        parts = []
+        for start, chunk in self._recent:
+            end = start + len(chunk)
+            if end <= sample:
+                continue
+            parts.append(chunk[max(0, sample - start) :])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def _offer(self, kind: int, payload: Any) -> None:
+        try:
+            self._jobs_tx.send_nowait((kind, self._turn_no, payload))
+        except trio.WouldBlock:
+            pass  # a partial is skipped when the decider is behind
+
+    async def _end_turn(self, events: BrainEvents) -> None:
+        if not self._in_speech:
+            return
+        self._in_speech = False
+        audio = self._utterance.audio().copy()
+        self._utterance.reset()
+        await events.speech_stopped()
+        await self._jobs_tx.send((_FINAL, self._turn_no, audio))
+
+    async def commit_audio(self) -> None:
+        events = self._require_events()
+        if self._in_speech:
+            await self._end_turn(events)
+        elif self._utterance.seconds:
+            await self._jobs_tx.send((_FINAL, self._turn_no, self._utterance.audio().copy()))
+            self._utterance.reset()
+
+    async def send_text(self, text: str) -> None:
+        await self._jobs_tx.send((_TEXT, self._turn_no, text))
+
+    async def cancel_response(self, response_id: str, *, played_ms: int) -> None:
+        pass  # the reply was local text: nothing upstream to truncate
+
+    def configure(self, options: SessionOptions) -> None:
+        self.options = options
+        self._utterance.language = options.language
+
+    def _require_events(self) -> BrainEvents:
+        if self._events is None:
+            raise RuntimeError("LocalBrain used before run() started")
+        return self._events
