@@ -77,6 +77,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     asr_queue_max: Positive = 32
     asr_max_wait_s: Seconds = 8.0
     asr_partial_interval_s: Seconds = 1.5
+    asr_window_pad_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 5.0
     vad_end_silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] = 500
     tts_voice: Literal["vi", "vi-vn-x-central", "vi-vn-x-south"] = "vi"
     tts_speed_wpm: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
@@ -149,6 +150,7 @@ _HELP = {
     "asr_queue_max": "rooms waiting for recognition before new turns are refused",
     "asr_max_wait_s": "a turn that waited this long for recognition gets an error",
     "asr_partial_interval_s": "seconds of new speech between partial transcripts",
+    "asr_window_pad_s": "padding after the speech in Whisper's window; 30: the full window",
     "vad_end_silence_ms": "silence that ends the user's turn (server VAD)",
     "tts_voice": "eSpeak NG voice: vi, vi-vn-x-central or vi-vn-x-south",
     "tts_speed_wpm": "speaking rate of the embedded voice, words per minute",

@@ -90,13 +90,18 @@ class LocalSpeech:
     @classmethod
     def load_sync(cls, settings: Settings) -> LocalSpeech:
         """Blocking :meth:`load` (1-2 s; the first time also assembles the model)."""
-        from ..speech.asr import Recognizer
+        from ..speech.asr import DecodeOptions, Recognizer
         from ..speech.tts import EspeakOptions, EspeakTts
         from ..speech.vad import SileroVad
 
         started = time.perf_counter()
         folder = Path(settings.asr_model_dir).expanduser() if settings.asr_model_dir else None
-        recognizer = Recognizer(folder, cpu_threads=settings.asr_cpu_threads)
+        pad = settings.asr_window_pad_s
+        recognizer = Recognizer(
+            folder,
+            cpu_threads=settings.asr_cpu_threads,
+            options=DecodeOptions(window_pad_s=None if pad >= 30 else pad),
+        )
         vad_model = SileroVad()
         tts = EspeakTts(
             options=EspeakOptions(voice=settings.tts_voice, speed_wpm=settings.tts_speed_wpm),
