@@ -55,10 +55,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+async def wait_healthy(port: int, proc: trio.Process) -> None:
     with trio.fail_after(120):
         while True:
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise RuntimeError("the server exited during start-up")
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -125,8 +125,12 @@ async def one_room(port: int, index: int, clips: list[bytes], turns: int, out: l
                             "room": index,
                             "speech_s": round(len(pcm) / 48_000, 2),
                             "to_first_audio_s": round(state["audio_at"] - speech_end, 3),
-                            "to_speech_stopped_s": round(state.get("stopped_at", 0) - speech_end, 3),
-                            "to_final_transcript_s": round(state.get("final_at", 0) - speech_end, 3),
+                            "to_speech_stopped_s": round(
+                                state.get("stopped_at", 0) - speech_end, 3
+                            ),
+                            "to_final_transcript_s": round(
+                                state.get("final_at", 0) - speech_end, 3
+                            ),
                             "heard": state.get("text", ""),
                         }
                     )
@@ -151,7 +155,7 @@ async def main() -> None:
     for item in args.env:
         key, _, value = item.partition("=")
         env[key] = value
-    proc = subprocess.Popen(
+    proc = await trio.lowlevel.open_process(
         [str(Path(sys.executable).parent / "voice-trio"), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -166,10 +170,11 @@ async def main() -> None:
                     nursery.start_soon(one_room, port, i, clips, args.turns, results)
     finally:
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(30) as waited:
+                await proc.wait()
+            if waited.cancelled_caught:
+                proc.kill()
     waits = sorted(r["to_first_audio_s"] for r in results)
     summary = {
         "rooms": args.rooms,
