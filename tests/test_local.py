@@ -178,3 +178,73 @@ async def test_speaking_over_the_agent_interrupts_it(local_speech, tmp_path, tts
             await talk.wait_for("input.transcript", final=True)
             assert len(talk.audio[started["response_id"]]) == greeting_audio
             assert await server.metric("voice_trio_interrupts_total") == 1
+
+
+async def test_a_client_that_commits_its_turn_is_answered_without_waiting_for_silence(
+    local_speech, tmp_path, tts
+) -> None:
+    speech = await tts.synthesize("Xin chào, tôi muốn đặt lịch hẹn vào thứ hai lúc mười giờ.")
+    with trio.fail_after(60):
+        async with local_room(
+            local_speech,
+            tmp_path / "c.sqlite3",
+            "commits",
+            agent_greeting=False,
+            vad_end_silence_ms=3000,
+        ) as (server, talk):
+            # The server's VAD would wait 3 s of silence; the client says the turn is over.
+            await talk.speak(speech, before_s=0.5, after_s=0.3)
+            mark = len(talk.events)
+            await talk.client.send_json(type="commit_audio")
+            final = await talk.wait_for("input.transcript", final=True)
+            assert "xin chào" in final["text"].lower()
+            await talk.wait_for("response.done", after=mark)
+            # The VAD's own end of turn came later and found nothing left to transcribe.
+            assert [e for e in talk.events if e["type"] == "input.transcript" and e["final"]] == [
+                final
+            ]
+
+
+async def test_saturated_recognition_says_so_instead_of_stalling(
+    local_speech, tmp_path, tts
+) -> None:
+    speech = await tts.synthesize("Cảm ơn bạn, hẹn gặp lại vào ngày mai.")
+    graph = build_receptionist(tmp_path / "d.sqlite3")
+    with trio.fail_after(90):
+        async with running_server(
+            voice_brain="local", speech=local_speech, agent_greeting=False
+        ) as server:
+            server.app.agent = graph
+            # The models are shared by the test run: ASR_MAX_WAIT_S=0.01 for this one.
+            usual_wait = local_speech.asr_max_wait_s
+            local_speech.asr_max_wait_s = 0.01
+            outcomes: list[str] = []
+            try:
+
+                async def room(i: int) -> None:
+                    async with server.connect(f"busy-{i}") as client:
+                        talk = Conversation(client)
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(talk.read)
+                            await talk.speak(speech, before_s=0.3, after_s=0.2)
+                            await client.send_json(type="commit_audio")
+                            while True:
+                                for event in talk.events:
+                                    if event["type"] == "error":
+                                        outcomes.append(event["code"])
+                                        nursery.cancel_scope.cancel()
+                                        return
+                                    if event["type"] == "input.transcript" and event["final"]:
+                                        outcomes.append("heard")
+                                        nursery.cancel_scope.cancel()
+                                        return
+                                await talk._changed.wait()
+
+                async with trio.open_nursery() as nursery:
+                    for i in range(3):
+                        nursery.start_soon(room, i)
+            finally:
+                local_speech.asr_max_wait_s = usual_wait
+    # Three turns ended at the same moment; one recognition runs at a time: the
+    # first is heard, the ones that waited too long get a clear error.
+    assert sorted(outcomes) == ["asr_timeout", "asr_timeout", "heard"], outcomes
