@@ -230,6 +230,7 @@ class Room:
         #: Per-room state a brain keeps across upstream restarts (the agent conversation).
         self.conversation: Any = None
         self._upstream_nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None
         self._send = send
         self._receive = receive
         self._outbox_tx, self._outbox_rx = trio.open_memory_channel[
@@ -622,7 +623,7 @@ class Room:
     # -------------------------------------------------------------- upstream
 
     def _ensure_upstream(self) -> None:
-        if self._upstream_scope is None:
+        if self._upstream_scope is None and self._nursery is not None:
             self._upstream_scope = trio.CancelScope()
             self._nursery.start_soon(self._run_upstream, self._upstream_scope)
 
