@@ -13,6 +13,7 @@ import httpx
 import trio
 import trio_websocket
 
+from voice_trio.agent import Graph
 from voice_trio.app import VoiceTrioApp
 from voice_trio.config import Settings
 from voice_trio.providers.local import LocalSpeech
@@ -51,6 +52,7 @@ async def running_server(
     *,
     drain: bool = False,
     speech: LocalSpeech | None = None,
+    agent: Graph | None = None,
     app_class: type[VoiceTrioApp] = VoiceTrioApp,
     **fields: Any,
 ) -> AsyncIterator[RunningServer]:
@@ -60,7 +62,7 @@ async def running_server(
     loaded once per test run.
     """
     fields.setdefault("voice_brain", "echo")
-    app = app_class(settings or Settings(**fields), speech=speech)
+    app = app_class(settings or Settings(**fields), speech=speech, agent=agent)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(

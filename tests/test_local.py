@@ -76,8 +76,9 @@ async def local_room(
     local_speech: Any, db: Path, session_id: str, **fields: Any
 ) -> AsyncIterator[tuple[Any, Conversation]]:
     graph = build_receptionist(db)
-    async with running_server(voice_brain="local", speech=local_speech, **fields) as server:
-        server.app.agent = graph
+    async with running_server(
+        voice_brain="local", speech=local_speech, agent=graph, **fields
+    ) as server:
         async with server.connect(session_id) as client:
             talk = Conversation(client)
             async with trio.open_nursery() as nursery:
@@ -212,9 +213,8 @@ async def test_saturated_recognition_says_so_instead_of_stalling(
     graph = build_receptionist(tmp_path / "d.sqlite3")
     with trio.fail_after(90):
         async with running_server(
-            voice_brain="local", speech=local_speech, agent_greeting=False
+            voice_brain="local", speech=local_speech, agent=graph, agent_greeting=False
         ) as server:
-            server.app.agent = graph
             # The models are shared by the test run: ASR_MAX_WAIT_S=0.01 for this one.
             usual_wait = local_speech.asr_max_wait_s
             local_speech.asr_max_wait_s = 0.01

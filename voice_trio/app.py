@@ -137,17 +137,17 @@ class VoiceTrioApp:
             log.error("bad configuration: %s", exc)
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
-        if self.needs_speech and self.speech is None:
-            try:
+        try:
+            if self.needs_speech and self.speech is None:
                 self.speech = await LocalSpeech.load(settings)
-                if settings.voice_brain == "local" and self.agent is None:
-                    self.agent = await trio.to_thread.run_sync(
-                        build_receptionist, settings.agent_db_path or default_db_path()
-                    )
-            except Exception as exc:
-                log.exception("could not load the embedded speech models")
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                return
+            if settings.voice_brain == "local" and self.agent is None:
+                self.agent = await trio.to_thread.run_sync(
+                    build_receptionist, settings.agent_db_path or default_db_path()
+                )
+        except Exception as exc:
+            log.exception("could not load the embedded brain (speech models, agent graph)")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
         async with trio.open_nursery() as nursery:
             await nursery.start(self.metrics.loop_lag.run)
             if self.speech is not None:
