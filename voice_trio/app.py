@@ -27,6 +27,8 @@ from .agent import Graph, build_receptionist
 from .config import ConfigError, Settings, default_db_path
 from .metrics import ServerMetrics
 from .providers import Brain, EchoBrain, Voice
+from .providers.azure_realtime import AzureRealtimeBrain
+from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .room import CloseCode, Room
 
@@ -54,8 +56,10 @@ class VoiceTrioApp:
         self._settings = settings
         #: The embedded speech models (loaded at start-up when the local brain or voice is used).
         self.speech = speech
-        #: The agent graph the local brain decides with (the demo receptionist by default).
+        #: The agent graph the brains decide with (the demo receptionist by default).
         self.agent = agent
+        #: The process's Cartesia sockets (VOICE_TTS=cartesia), shared by all rooms.
+        self.cartesia: CartesiaPool | None = None
         self.metrics = ServerMetrics()
         self.rooms: dict[str, Room] = {}
         self.shutting_down = False
@@ -81,8 +85,22 @@ class VoiceTrioApp:
 
     def make_brain(self, room: Room) -> Brain:
         settings = self.settings
-        if settings.voice_brain == "echo":
+        brain = settings.brain
+        if brain == "echo":
             return EchoBrain(room.options)
+        if brain == "azure":
+            self.make_responder(room)  # the room's conversation: instructions, tools
+            return AzureRealtimeBrain(
+                room.options,
+                endpoint=settings.azure_openai_endpoint,
+                api_key=settings.azure_openai_api_key,
+                deployment=settings.azure_openai_deployment,
+                api_version=settings.azure_openai_api_version or None,
+                conversation=room.conversation,
+                output="audio" if settings.voice == "none" else "text",
+                voice=settings.azure_voice,
+                session_max_s=settings.azure_session_max_s,
+            )
         first = room.conversation is None
         return LocalBrain(
             room.options,
@@ -94,8 +112,18 @@ class VoiceTrioApp:
         )
 
     def make_voice(self, room: Room) -> Voice | None:
-        if self.settings.voice == "local":
+        settings = self.settings
+        if settings.voice == "local":
             return LocalVoice(self._require_speech(), room.options)
+        if settings.voice == "cartesia":
+            if self.cartesia is None:
+                raise RuntimeError("the Cartesia pool is not running")
+            return CartesiaVoice(
+                self.cartesia,
+                room.options,
+                voice_id=settings.cartesia_voice_id,
+                model=settings.cartesia_model,
+            )
         return None
 
     def make_responder(self, room: Room) -> Responder:
@@ -114,7 +142,7 @@ class VoiceTrioApp:
 
     @property
     def needs_speech(self) -> bool:
-        return self.settings.voice_brain == "local" or self.settings.voice == "local"
+        return self.settings.brain == "local" or self.settings.voice == "local"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -140,7 +168,7 @@ class VoiceTrioApp:
         try:
             if self.needs_speech and self.speech is None:
                 self.speech = await LocalSpeech.load(settings)
-            if settings.voice_brain == "local" and self.agent is None:
+            if settings.brain in ("local", "azure") and self.agent is None:
                 self.agent = await trio.to_thread.run_sync(
                     build_receptionist, settings.agent_db_path or default_db_path()
                 )
@@ -152,6 +180,14 @@ class VoiceTrioApp:
             await nursery.start(self.metrics.loop_lag.run)
             if self.speech is not None:
                 await nursery.start(self.speech.run)
+            if settings.voice == "cartesia":
+                self.cartesia = CartesiaPool(
+                    api_key=settings.cartesia_api_key,
+                    base_url=settings.cartesia_base_url,
+                    version=settings.cartesia_version,
+                    max_sockets=settings.cartesia_max_sockets,
+                )
+                await nursery.start(self.cartesia.run)
             nursery.start_soon(self._sweep, settings)
             self._nursery = nursery
             await send({"type": "lifespan.startup.complete"})

@@ -66,9 +66,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     room_metrics_interval_s: Seconds = 2.0
     # On SIGTERM/SIGINT, how long running turns may go on before rooms close (1001).
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    voice_brain: Literal["local", "echo"] = "local"
-    # None: the brain's natural voice (local -> local, echo -> none).
-    voice_tts: Literal["local", "none"] | None = None
+    # None: azure when the Azure settings are present, else local.
+    voice_brain: Literal["local", "azure", "echo"] | None = None
+    # None: local with the local brain; cartesia with azure when Cartesia is set, else none.
+    voice_tts: Literal["local", "cartesia", "none"] | None = None
     voice_language: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] = "vi"
     # The embedded brain and voice (VOICE_BRAIN=local, VOICE_TTS=local).
     asr_model_dir: str = ""
@@ -83,17 +84,59 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     tts_speed_wpm: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
     agent_db_path: str = ""
     agent_greeting: bool = True
+    # Azure OpenAI Realtime (VOICE_BRAIN=azure).
+    azure_openai_endpoint: str = ""
+    azure_openai_api_key: str = ""
+    azure_openai_deployment: str = ""
+    # Empty: the GA URL form; a preview version (e.g. 2025-04-01-preview): the preview form.
+    azure_openai_api_version: str = ""
+    azure_voice: str = "alloy"
+    azure_session_max_s: Annotated[float, msgspec.Meta(ge=60, le=1800)] = 1500.0
+    # Cartesia streaming TTS (VOICE_TTS=cartesia).
+    cartesia_api_key: str = ""
+    cartesia_voice_id: str = ""
+    cartesia_model: str = "sonic-3"
+    cartesia_base_url: str = "https://api.cartesia.ai"
+    cartesia_version: str = "2025-04-16"
+    cartesia_max_sockets: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
     def __post_init__(self) -> None:
         if self.ws_max_audio_frame_bytes > self.ws_max_message_bytes:
             raise ConfigError("WS_MAX_AUDIO_FRAME_BYTES must not exceed WS_MAX_MESSAGE_BYTES")
+        if self.brain == "azure":
+            self._require(
+                "VOICE_BRAIN=azure",
+                "azure_openai_endpoint",
+                "azure_openai_api_key",
+                "azure_openai_deployment",
+            )
+        if self.voice == "cartesia":
+            self._require("VOICE_TTS=cartesia", "cartesia_api_key", "cartesia_voice_id")
+
+    def _require(self, what: str, *names: str) -> None:
+        missing = [name.upper() for name in names if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"{what} needs {', '.join(missing)}")
+
+    @property
+    def brain(self) -> str:
+        """The brain in use, with the default resolved."""
+        if self.voice_brain is not None:
+            return self.voice_brain
+        azure = self.azure_openai_endpoint and self.azure_openai_api_key
+        return "azure" if azure and self.azure_openai_deployment else "local"
 
     @property
     def voice(self) -> str:
         """The voice in use, with the default resolved."""
         if self.voice_tts is not None:
             return self.voice_tts
-        return "local" if self.voice_brain == "local" else "none"
+        brain = self.brain
+        if brain == "local":
+            return "local"
+        if brain == "azure" and self.cartesia_api_key and self.cartesia_voice_id:
+            return "cartesia"
+        return "none"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -141,8 +184,8 @@ _HELP = {
     "max_sessions": "rooms per process; more are refused with 1013",
     "room_metrics_interval_s": "seconds between per-room metrics events",
     "shutdown_grace_s": "seconds running turns may finish on SIGTERM",
-    "voice_brain": "the brain: local (embedded, offline) or echo (diagnostic)",
-    "voice_tts": "the voice: local (eSpeak NG) or none; empty: local with the local brain",
+    "voice_brain": "the brain: local, azure or echo; empty: azure if its settings are set",
+    "voice_tts": "the voice: local, cartesia or none; empty: chosen by the brain",
     "voice_language": "language code passed to the brain and voice",
     "asr_model_dir": "where the Whisper model is assembled; empty: ~/.cache/voice-trio",
     "asr_workers": "speech recognitions running at once (worker threads)",
@@ -156,4 +199,16 @@ _HELP = {
     "tts_speed_wpm": "speaking rate of the embedded voice, words per minute",
     "agent_db_path": "SQLite file of the demo receptionist; empty: ~/.local/share/voice-trio",
     "agent_greeting": "the local brain greets when a conversation opens (true/false)",
+    "azure_openai_endpoint": "https://<resource>.openai.azure.com (http://host:port: plain ws)",
+    "azure_openai_api_key": "the Azure OpenAI key (sent as the api-key header)",
+    "azure_openai_deployment": "the realtime model deployment, e.g. gpt-realtime",
+    "azure_openai_api_version": "empty: the GA URL; a preview version: the preview URL",
+    "azure_voice": "Azure's voice when it speaks itself (VOICE_TTS=none)",
+    "azure_session_max_s": "rotate to a fresh Azure session after this long (Azure cuts at 30 min)",
+    "cartesia_api_key": "the Cartesia key",
+    "cartesia_voice_id": "the Cartesia voice (a UUID)",
+    "cartesia_model": "the Cartesia model; sonic-3 speaks Vietnamese",
+    "cartesia_base_url": "https://api.cartesia.ai (ws://host:port for a local stand-in)",
+    "cartesia_version": "the Cartesia-Version header",
+    "cartesia_max_sockets": "Cartesia sockets per process, shared by all rooms",
 }

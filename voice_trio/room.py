@@ -252,6 +252,7 @@ class Room:
         self.closed = trio.Event()
         self.close_code: int | None = None
         self.close_reason = ""
+        self._last_words: list[dict[str, Any]] = []
         self.disconnected = False
         self.draining = False
         now = trio.current_time()
@@ -308,6 +309,8 @@ class Room:
             with trio.move_on_after(2.0):
                 if flush:
                     await self._flush_outbox()
+                for message in self._last_words:
+                    await self._send(message)
                 await self._send(
                     {
                         "type": "websocket.close",
@@ -384,7 +387,7 @@ class Room:
             session_id=self.session_id,
             input_sample_rate=self.input_rate,
             output_sample_rate=OUTPUT_SAMPLE_RATE,
-            brain=self.settings.voice_brain,
+            brain=self.settings.brain,
             voice=self.settings.voice,
         )
 
@@ -488,9 +491,14 @@ class Room:
                 await self.error(exc.code, exc.message)
 
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
-        await self.put(p.Error(code=code, message=message, fatal=fatal))
-        if fatal:
-            self.close(CloseCode.INTERNAL_ERROR, message[:120])
+        event = p.Error(code=code, message=message, fatal=fatal)
+        if not fatal:
+            await self.put(event)
+            return
+        # The room is closing: the event goes out with the close frame, after
+        # whatever was queued, not through the writer that is being cancelled.
+        self._last_words.append({"type": "websocket.send", "text": p.encode(event)})
+        self.close(CloseCode.INTERNAL_ERROR, message[:120])
 
     async def _on_audio(self, data: bytes) -> None:
         size = len(data)

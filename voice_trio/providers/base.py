@@ -42,7 +42,9 @@ class Turn(Protocol):
     """One assistant response, as the room exposes it to a brain or voice."""
 
     response_id: str
-    #: Cancelled on interrupt; a brain or voice runs the response's work inside it.
+    #: Cancelled on interrupt. The room enters it once, around the voice that
+    #: speaks the turn (a CancelScope may be entered only once): a brain keeps a
+    #: scope of its own for its work and cancels it in ``cancel_response``.
     scope: trio.CancelScope
 
     @property

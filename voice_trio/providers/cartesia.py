@@ -1,0 +1,404 @@
+"""Cartesia streaming TTS as a voice, over trio-websocket (DESIGN.md section 3).
+
+The cartesia package's WebSocket client is asyncio-only, so this speaks the
+documented messages itself (../shared/PROVIDERS.md). One Cartesia *context*
+per response: the response's text deltas go out with ``continue: true``, cut
+at clause or word boundaries, and end with an empty transcript and
+``continue: false``; audio comes back as raw ``pcm_s16le`` at 24 kHz. An
+interrupt cancels the room's turn scope, and with it the context.
+
+:class:`CartesiaPool` is process-wide (the app runs it once): a few sockets,
+each multiplexing a bounded number of contexts from many rooms. A socket's
+reader never waits on a room: each context has its own bounded audio queue,
+and a context that lets it fill is failed alone. A socket that fails fails its
+own contexts only (those rooms get an error); the next response opens a fresh one.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import logging
+import re
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+import trio_websocket
+
+from .base import BrainError, SessionOptions
+
+__all__ = ["CartesiaPool", "CartesiaPoolStatistics", "CartesiaVoice", "tts_url"]
+
+log = logging.getLogger("voice_trio.cartesia")
+
+# Where a clause ends (cut after it, when whitespace follows).
+_CLAUSE_END = re.compile(r"[.,!?;:…\n。](?=\s)")
+# Without a clause end, text is sent once this long, cut at the last space.
+_WORD_FLUSH_CHARS = 40
+
+
+def tts_url(base_url: str) -> str:
+    """``wss://api.cartesia.ai/tts/websocket`` from a base URL (``http://`` gives ``ws://``)."""
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
+        raise ValueError(f"CARTESIA_BASE_URL must be an http(s) or ws(s) URL, not {base_url!r}")
+    scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/tts/websocket"
+
+
+class _Message(msgspec.Struct):
+    """The fields read from any Cartesia response message."""
+
+    type: str
+    context_id: str | None = None
+    data: str | None = None
+    title: str | None = None
+    message: str | None = None
+    error_code: str | None = None
+
+
+_decoder = msgspec.json.Decoder(_Message)
+_encoder = msgspec.json.Encoder()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CartesiaPoolStatistics:
+    sockets: int
+    contexts: int
+    sockets_opened: int
+    sockets_failed: int
+    contexts_opened: int
+    contexts_failed: int
+
+
+class _Context:
+    """One response's synthesis on a shared socket."""
+
+    __slots__ = ("id", "socket", "tx", "rx", "error", "ended", "sent_last")
+
+    def __init__(self, context_id: str, socket: _Socket, audio_max: int) -> None:
+        self.id = context_id
+        self.socket = socket
+        self.tx, self.rx = trio.open_memory_channel[bytes](audio_max)
+        self.error: str | None = None
+        self.ended = False  # Cartesia said done, or the context failed
+        self.sent_last = False
+
+    def push(self, pcm: bytes) -> None:
+        try:
+            self.tx.send_nowait(pcm)
+        except trio.WouldBlock:
+            self.fail("the room fell too far behind the voice")
+        except trio.ClosedResourceError:
+            pass
+
+    def finish(self) -> None:
+        self.ended = True
+        self.tx.close()
+
+    def fail(self, reason: str) -> None:
+        if not self.ended:
+            self.error = reason
+        self.finish()
+
+
+class _Socket:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, number: int) -> None:
+        self.ws = ws
+        self.number = number
+        self.contexts: dict[str, _Context] = {}
+        self.dead = False
+
+
+class CartesiaPool:
+    """A few Cartesia sockets shared by every room of the process.
+
+    Run it once in the app's nursery: ``await nursery.start(pool.run)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "https://api.cartesia.ai",
+        version: str = "2025-04-16",
+        max_sockets: int = 4,
+        contexts_per_socket: int = 64,
+        context_audio_max: int = 512,
+        connect_timeout_s: float = 10.0,
+        acquire_timeout_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._url = tts_url(base_url)
+        self._api_key = api_key
+        self._headers = [
+            (b"Authorization", f"Bearer {api_key}".encode()),
+            (b"Cartesia-Version", version.encode()),
+        ]
+        self._max_sockets = max_sockets
+        self._contexts_per_socket = contexts_per_socket
+        self._context_audio_max = context_audio_max
+        self._connect_timeout_s = connect_timeout_s
+        self._acquire_timeout_s = acquire_timeout_s
+        self._ssl_context = ssl_context
+        self._nursery: trio.Nursery | None = None
+        self._sockets: list[_Socket] = []
+        self._opening = 0
+        self._capacity = trio.Event()
+        self._numbers = 0
+        self._contexts = 0
+        self._sockets_failed = 0
+        self._contexts_failed = 0
+
+    def statistics(self) -> CartesiaPoolStatistics:
+        return CartesiaPoolStatistics(
+            sockets=len(self._sockets),
+            contexts=sum(len(s.contexts) for s in self._sockets),
+            sockets_opened=self._numbers,
+            sockets_failed=self._sockets_failed,
+            contexts_opened=self._contexts,
+            contexts_failed=self._contexts_failed,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the sockets (opened on demand) until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    # ------------------------------------------------------------ contexts
+
+    async def open_context(self) -> _Context:
+        """A new context on a socket with room for it (opening one if needed)."""
+        with trio.move_on_after(self._acquire_timeout_s):
+            while True:
+                live = [s for s in self._sockets if not s.dead]
+                free = [s for s in live if len(s.contexts) < self._contexts_per_socket]
+                if free:
+                    socket = min(free, key=lambda s: len(s.contexts))
+                    self._contexts += 1
+                    context = _Context(f"ctx-{self._contexts}", socket, self._context_audio_max)
+                    socket.contexts[context.id] = context
+                    return context
+                if len(live) + self._opening < self._max_sockets:
+                    await self._open_socket()
+                    continue
+                await self._capacity.wait()
+        raise BrainError("tts_busy", "every Cartesia connection is full; please try again")
+
+    def release(self, context: _Context) -> None:
+        if context.socket.contexts.pop(context.id, None) is not None:
+            self._capacity.set()
+            self._capacity = trio.Event()
+
+    async def _open_socket(self) -> None:
+        if self._nursery is None:
+            raise RuntimeError("CartesiaPool.run is not running")
+        self._opening += 1
+        try:
+            self._numbers += 1
+            socket: _Socket = await self._nursery.start(self._hold, self._numbers)
+        finally:
+            self._opening -= 1
+        self._sockets.append(socket)
+
+    async def send(self, context: _Context, request: dict[str, Any]) -> None:
+        if context.socket.dead:
+            raise BrainError("tts_failed", "the connection to Cartesia dropped")
+        try:
+            await context.socket.ws.send_message(_encoder.encode(request).decode())
+        except trio_websocket.ConnectionClosed:
+            raise BrainError("tts_failed", "the connection to Cartesia dropped") from None
+
+    # ------------------------------------------------------------ sockets
+
+    async def _hold(self, number: int, *, task_status: trio.TaskStatus[_Socket]) -> None:
+        socket: _Socket | None = None
+        try:
+            async with trio_websocket.open_websocket_url(
+                self._url,
+                self._ssl_context,
+                extra_headers=self._headers,
+                connect_timeout=self._connect_timeout_s,
+                disconnect_timeout=2.0,
+                max_message_size=16 * 1024 * 1024,
+            ) as ws:
+                socket = _Socket(ws, number)
+                task_status.started(socket)
+                await self._read(socket)
+        except trio_websocket.ConnectionRejected as exc:
+            if socket is None:
+                if exc.status_code in (401, 403):
+                    raise BrainError(
+                        "tts_auth",
+                        f"Cartesia refused the credentials (HTTP {exc.status_code}): "
+                        "check CARTESIA_API_KEY",
+                        fatal=True,
+                    ) from None
+                raise BrainError(
+                    "tts_unavailable", f"Cartesia refused the connection (HTTP {exc.status_code})"
+                ) from None
+        except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError) as exc:
+            if socket is None:
+                raise BrainError(
+                    "tts_unavailable", f"could not reach Cartesia ({type(exc).__name__})"
+                ) from None
+        finally:
+            if socket is not None:
+                self._retire(socket, "the connection to Cartesia dropped")
+
+    def _retire(self, socket: _Socket, reason: str) -> None:
+        """A socket is gone: fail its unfinished contexts (only those), free its slots."""
+        if socket.dead:
+            return
+        socket.dead = True
+        if socket in self._sockets:
+            self._sockets.remove(socket)
+        failed = [c for c in socket.contexts.values() if not c.ended]
+        if failed:
+            self._sockets_failed += 1
+            log.warning("Cartesia socket %d failed with %d contexts", socket.number, len(failed))
+        for context in failed:
+            self._contexts_failed += 1
+            context.fail(reason)
+        self._capacity.set()
+        self._capacity = trio.Event()
+
+    async def _read(self, socket: _Socket) -> None:
+        ws = socket.ws
+        while True:
+            try:
+                raw = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
+            try:
+                message = _decoder.decode(raw)
+            except msgspec.DecodeError:
+                self._retire(socket, "Cartesia sent a message this server cannot read")
+                return
+            context = socket.contexts.get(message.context_id or "")
+            if message.type == "error" and context is None:
+                reason = message.message or message.title or "Cartesia reported an error"
+                if message.context_id:
+                    continue  # about a context already cancelled and released
+                self._retire(socket, f"Cartesia: {reason}")
+                return
+            if context is None:
+                continue  # the rest of a cancelled context
+            if message.type == "chunk" and message.data:
+                context.push(binascii.a2b_base64(message.data))
+            elif message.type == "done":
+                context.finish()
+            elif message.type == "error":
+                self._contexts_failed += 1
+                context.fail(f"Cartesia: {message.message or message.title or 'error'}")
+
+
+class CartesiaVoice:
+    """One room's voice on the shared pool (``providers.Voice``)."""
+
+    name = "cartesia"
+
+    def __init__(
+        self,
+        pool: CartesiaPool,
+        options: SessionOptions,
+        *,
+        voice_id: str,
+        model: str = "sonic-3",
+        language: str | None = None,
+        max_buffer_delay_ms: int | None = None,
+    ) -> None:
+        self._pool = pool
+        self._voice_id = voice_id
+        self._model = model
+        self._language = language or options.language
+        self._max_buffer_delay_ms = max_buffer_delay_ms
+
+    def _request(self, context: _Context, transcript: str, *, more: bool) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model_id": self._model,
+            "transcript": transcript,
+            "voice": {"mode": "id", "id": self._voice_id},
+            "language": self._language,
+            "context_id": context.id,
+            "continue": more,
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
+        }
+        if self._max_buffer_delay_ms is not None:
+            request["max_buffer_delay_ms"] = self._max_buffer_delay_ms
+        return request
+
+    async def speak(
+        self, text: trio.MemoryReceiveChannel[str], emit: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        context: _Context | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                pending = ""
+                async for delta in text:
+                    pending += delta
+                    ready, pending = _cut(pending)
+                    if ready:
+                        if context is None:
+                            context = await self._open(nursery, emit)
+                        await self._pool.send(context, self._request(context, ready, more=True))
+                if context is None and not pending.strip():
+                    return
+                if context is None:
+                    context = await self._open(nursery, emit)
+                if pending:
+                    await self._pool.send(context, self._request(context, pending, more=True))
+                await self._pool.send(context, self._request(context, "", more=False))
+                context.sent_last = True
+        except BaseExceptionGroup as group:
+            errors = [e for e in group.exceptions if isinstance(e, BrainError)]
+            if len(errors) == 1 and len(group.exceptions) == 1:
+                raise errors[0] from None
+            raise
+        finally:
+            if context is not None:
+                if not context.ended and not context.socket.dead:
+                    # Interrupted (or failed here): stop Cartesia generating for it.
+                    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                        try:
+                            await self._pool.send(
+                                context, {"context_id": context.id, "cancel": True}
+                            )
+                        except BrainError:
+                            pass
+                self._pool.release(context)
+
+    async def _open(
+        self, nursery: trio.Nursery, emit: Callable[[bytes], Awaitable[None]]
+    ) -> _Context:
+        context = await self._pool.open_context()
+        nursery.start_soon(self._play, context, emit)
+        return context
+
+    async def _play(self, context: _Context, emit: Callable[[bytes], Awaitable[None]]) -> None:
+        async with context.rx:
+            async for pcm in context.rx:
+                await emit(pcm)
+        if context.error is not None:
+            raise BrainError("tts_failed", context.error)
+
+
+def _cut(text: str) -> tuple[str, str]:
+    """(what to send now, what to keep): up to the last clause end, else the last word."""
+    ends = [m.end() for m in _CLAUSE_END.finditer(text)]
+    if ends:
+        return text[: ends[-1]], text[ends[-1] :]
+    if len(text) >= _WORD_FLUSH_CHARS:
+        space = max(text.rfind(" "), text.rfind("\n"))
+        if space > 0:
+            return text[: space + 1], text[space + 1 :]
+    return "", text
