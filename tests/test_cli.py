@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -149,3 +150,98 @@ async def test_served_process_echoes_and_stops_on_sigterm(command: list[str]) ->
         finally:
             if proc.returncode is None:
                 proc.kill()
+
+
+def _voice(i: int, language: str) -> dict:
+    from cartesia.types import Voice
+
+    voice = {
+        "id": f"00000000-0000-4000-8000-{i:012d}",
+        "access": "public",
+        "created_at": "2026-01-01T00:00:00Z",
+        "description": f"giọng số {i}",
+        "is_owner": False,
+        "language": language,
+        "locales": [{"is_native": True, "locale": f"{language}-{language.upper()}"}],
+        "name": f"Voice {i}",
+        "tagline": "",
+        "visibility": "all",
+    }
+    Voice.model_validate(voice)  # what the stand-in serves follows Cartesia's schema
+    return voice
+
+
+def test_voices_lists_the_vietnamese_cartesia_voices_page_by_page() -> None:
+    import http.server
+    import threading
+    import urllib.parse
+
+    voices = [_voice(i, "vi" if i % 3 == 0 else "en") for i in range(1, 251)]
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            url = urllib.parse.urlsplit(self.path)
+            query = dict(urllib.parse.parse_qsl(url.query))
+            seen.append(
+                {
+                    "path": url.path,
+                    "query": query,
+                    "auth": self.headers["Authorization"],
+                    "version": self.headers["Cartesia-Version"],
+                }
+            )
+            if self.headers["Authorization"] != "Bearer sk-test":
+                body, status = b'{"message": "invalid api key"}', 401
+            else:
+                start = 0
+                if "starting_after" in query:
+                    start = [v["id"] for v in voices].index(query["starting_after"]) + 1
+                page = voices[start : start + int(query.get("limit", 100))]
+                body = json.dumps(
+                    {"data": page, "has_more": start + len(page) < len(voices)}
+                ).encode()
+                status = 200
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {**os.environ, "CARTESIA_API_KEY": "sk-test", "CARTESIA_BASE_URL": base}
+        done = subprocess.run(
+            [BIN / "voice-trio", "voices"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert len(lines) == 83  # every third of 250 voices speaks Vietnamese
+        assert all("[vi]" in line for line in lines)
+        assert lines[0].startswith("00000000-0000-4000-8000-000000000003  Voice 3")
+        # Page by page, until Cartesia returns an empty page.
+        assert [q["query"].get("starting_after", "")[-3:] for q in seen] == [
+            "",
+            "100",
+            "200",
+            "250",
+        ]
+        assert {s["version"] for s in seen} == {"2025-04-16"}
+        env["CARTESIA_API_KEY"] = "wrong"
+        refused = subprocess.run(
+            [BIN / "voice-trio", "voices"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 1 and "401" in refused.stderr
+        env.pop("CARTESIA_API_KEY")
+        missing = subprocess.run(
+            [BIN / "voice-trio", "voices"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert missing.returncode == 2 and "CARTESIA_API_KEY" in missing.stderr
+    finally:
+        server.shutdown()
