@@ -11,6 +11,8 @@ apt_packages=(espeak-ng)
 if [ "$want" = test ]; then
   # node's built-in test runner runs the browser demo's unit tests (tests/js).
   command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+  # The browser demo's end-to-end tests drive Debian's Chromium (no browser download).
+  apt_packages+=(chromium)
 fi
 missing=()
 for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do

@@ -105,7 +105,8 @@ class RoomTurn:
         self.reply_to = reply_to
         #: ``response.done`` has been queued (completed or interrupted).
         self.completed = False
-        #: When the writer sent this response's first audio (the client starts playing).
+        #: When the client starts playing this response's audio (by the clock): when its
+        #: first audio was sent, or when the audio of responses before it ends.
         self.first_sent_at: float | None = None
         self._voice_tx: trio.MemorySendChannel[str] | None = None
         #: Set once the voice has finished with this turn (None: no voice yet).
@@ -130,11 +131,11 @@ class RoomTurn:
         )
 
     def played_ms_estimate(self) -> int:
-        """What the client has played so far if it plays as it receives, in real time."""
+        """What the client has played of it so far, if it plays in real time in order."""
         if self.first_sent_at is None:
             return 0
         elapsed = int((trio.current_time() - self.first_sent_at) * 1000)
-        return min(elapsed, self.sent_ms)
+        return max(0, min(elapsed, self.sent_ms))
 
     async def text_delta(self, delta: str) -> None:
         if self.closed_flag or not delta:
@@ -253,6 +254,8 @@ class Room:
         self.close_code: int | None = None
         self.close_reason = ""
         self._last_words: list[dict[str, Any]] = []
+        # When the client's playback of everything sent ends, by the clock.
+        self._playback_until = 0.0
         self.disconnected = False
         self.draining = False
         now = trio.current_time()
@@ -440,12 +443,14 @@ class Room:
                     self.stale_audio_dropped += 1
                     continue
                 if turn.first_sent_at is None:
-                    turn.first_sent_at = trio.current_time()
+                    # The client plays it after whatever it still holds of earlier ones.
+                    turn.first_sent_at = max(trio.current_time(), self._playback_until)
                 if turn.sent_bytes == 0 and turn.reply_to is not None:
                     ttfa = trio.current_time() - turn.reply_to
                     self.last_ttfa_ms = round(ttfa * 1000, 1)
                     metrics.time_to_first_audio.observe(ttfa)
                 turn.sent_bytes += len(message["bytes"])
+                self._playback_until = turn.first_sent_at + turn.sent_ms / 1000
             elif message["type"] == _BATCH:
                 for one in message["messages"]:
                     await send(one)
@@ -610,6 +615,7 @@ class Room:
         was_open = not turn.completed
         turn.completed = True
         self.epoch += 1
+        self._playback_until = 0.0  # `interrupted` makes the client drop what it holds
         turn.interrupted = True
         turn.closed_flag = True
         turn.scope.cancel()

@@ -610,6 +610,29 @@ function bindSettings() {
   }
 }
 
+// ---------------------------------------------------------------- figures
+
+// A read-only snapshot of the page's live state, for the console and the
+// browser tests (tests/browser): `voiceTrio.figures()`.
+globalThis.voiceTrio = Object.freeze({
+  figures: () => ({
+    sessionId,
+    connState: ui.connState,
+    sessionReady: ui.sessionReady,
+    agentSpeaking: ui.agentSpeaking,
+    micOn: engine.micOn,
+    audioContext: engine.ctx ? engine.ctx.state : null,
+    player: engine.lastStats, // the player worklet's last report
+    playedMs: engine.playedMs(), // what an interrupt would send as played_ms
+    interruptsSent: turns.interruptsSent,
+    framesSent: counters.framesSent,
+    framesDropped: counters.framesDropped,
+    audioDropped: counters.audioDropped,
+    reconnects: socket ? Math.max(0, socket.connects - 1) : 0,
+    ttfaMs: timer.last,
+  }),
+});
+
 // ---------------------------------------------------------------- start
 
 function main() {

@@ -53,6 +53,7 @@ export class AudioEngine {
     this._early = [];
     this._ready = null;
     this._playerConfig = {};
+    this._begins = 0; // "begin" messages posted to the player
   }
 
   /** Create the context and load the worklets (once). Safe to call without a gesture. */
@@ -188,7 +189,9 @@ export class AudioEngine {
   }
 
   beginResponse() {
-    this.player?.port.postMessage({ type: "begin" });
+    if (!this.player) return;
+    this._begins++;
+    this.player.port.postMessage({ type: "begin" });
   }
 
   endResponse() {
@@ -206,10 +209,15 @@ export class AudioEngine {
     this.player?.port.postMessage({ type: "config", ...config });
   }
 
-  /** ms of the current response heard so far (null if nothing known). */
+  /**
+   * ms heard so far of the newest response (the one the server would cut);
+   * null if nothing is known. A response whose audio still waits behind an
+   * older one's (or whose start the player has not seen yet) was not heard: 0.
+   */
   playedMs() {
     const s = this.lastStats;
     if (!s || !this.ctx) return null;
+    if (s.pendingStarts > 0 || s.begins < this._begins) return 0;
     const playing = s.state === "playing" && this.ctx.state === "running";
     // Audio rendered but still on its way to the speaker was not heard yet.
     const latencyMs = playing ? ((this.ctx.outputLatency || 0) + (this.ctx.baseLatency || 0)) * 1000 : 0;

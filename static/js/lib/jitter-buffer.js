@@ -15,8 +15,9 @@
 // response that were actually pulled (silence from underruns is not counted).
 // `beginResponse()` enqueues a marker: when playback reaches it, the count
 // restarts at 0, so the tail of an earlier response still in the queue is
-// not counted as the new one's. `clear()` (barge-in, `interrupted`) drops
-// everything buffered at once.
+// not counted as the new one's; `pendingStarts` counts the markers not
+// reached yet (responses that have not begun to play: none of them was heard).
+// `clear()` (barge-in, `interrupted`) drops everything buffered at once.
 //
 // Adaptive prebuffer: each underrun raises the amount needed to (re)start by
 // adaptStepMs, up to adaptMaxMs, so a stream that arrives just in time (the
@@ -59,6 +60,8 @@ export class JitterBuffer {
     this.ended = false; // the current response sent its last audio
     this._waitedSamples = 0;
     this.playedSamples = 0; // of the current response
+    this.begins = 0; // beginResponse() calls
+    this.pendingStarts = 0; // response starts queued behind audio still to play
     this.totalPlayedSamples = 0;
     this.underruns = 0;
     this.overflowSamples = 0;
@@ -129,13 +132,16 @@ export class JitterBuffer {
   /** A new response begins: played time restarts when playback reaches here. */
   beginResponse() {
     this.ended = false;
+    this.begins++;
     if (this.bufferedSamples === 0) {
       // Nothing of the old response left: restart now.
       this._queue.length = 0;
       this._head = 0;
       this.playedSamples = 0;
+      this.pendingStarts = 0;
     } else {
       this._queue.push(MARKER);
+      this.pendingStarts++;
     }
   }
 
@@ -150,6 +156,7 @@ export class JitterBuffer {
     this._queue.length = 0;
     this._head = 0;
     this.bufferedSamples = 0;
+    this.pendingStarts = 0;
     this.clearedSamples += dropped;
     this.state = BUFFERING;
     this.ended = false;
@@ -218,6 +225,7 @@ export class JitterBuffer {
       this._queue.shift();
       this._head = 0;
       this.playedSamples = 0;
+      this.pendingStarts--;
     }
   }
 

@@ -8,7 +8,7 @@
 //   {type: "clear"}           interrupted / barge-in: drop all buffered audio now
 //   {type: "config", inputRate?, startMs?, maxMs?, maxWaitMs?}
 // worklet -> page:
-//   {type: "stats", ...JitterBuffer.statistics(), active, time}
+//   {type: "stats", ...JitterBuffer.statistics(), active, begins, pendingStarts, time}
 //     about every 50 ms while active, and at once on any change of `active`
 //     or after clear; `time` is currentTime (s) when measured.
 
@@ -70,7 +70,8 @@ class PlayerProcessor extends AudioWorkletProcessor {
     const active = this.jb.active;
     this.wasActive = active;
     this.sinceStats = 0;
-    this.port.postMessage({ type: "stats", ...this.jb.statistics(), active, time: currentTime });
+    const { begins, pendingStarts } = this.jb;
+    this.port.postMessage({ type: "stats", ...this.jb.statistics(), active, begins, pendingStarts, time: currentTime });
   }
 
   process(inputs, outputs) {
