@@ -677,16 +677,26 @@ class _Receptionist:
     async def lookup(self, conversation: Conversation, utterance: Utterance) -> str:
         return await self.lookup_for(conversation, extract_name(utterance))
 
-    async def lookup_for(self, conversation: Conversation, name: str | None) -> str:
+    async def _find(
+        self, conversation: Conversation, name: str | None, purpose: str
+    ) -> list[dict[str, Any]] | str:
+        """The upcoming appointments under ``name``, or what to say instead (a failure,
+        or asking for the name when none was given and none was found)."""
         conversation.goto("main")
         result = await conversation.call_tool("find_appointment", **_named(name))
         if not result.ok:
             return f"Xin lỗi, tôi chưa tra được lịch hẹn lúc này. {_ANYTHING_ELSE}"
-        found = result.value["appointments"]
+        found: list[dict[str, Any]] = result.value["appointments"]
         if not found and name is None:
-            conversation.slots["purpose"] = "lookup"
+            conversation.slots["purpose"] = purpose
             conversation.goto("identify")
             return "Dạ, quý khách cho tôi xin tên người đã đặt lịch ạ?"
+        return found
+
+    async def lookup_for(self, conversation: Conversation, name: str | None) -> str:
+        found = await self._find(conversation, name, "lookup")
+        if isinstance(found, str):
+            return found
         if not found:
             conversation.slots["offer_turn"] = conversation.turns
             conversation.slots["offer_name"] = name
@@ -706,15 +716,9 @@ class _Receptionist:
         return await self.cancel_for(conversation, extract_name(utterance))
 
     async def cancel_for(self, conversation: Conversation, name: str | None) -> str:
-        conversation.goto("main")
-        result = await conversation.call_tool("find_appointment", **_named(name))
-        if not result.ok:
-            return f"Xin lỗi, tôi chưa tra được lịch hẹn lúc này. {_ANYTHING_ELSE}"
-        found = result.value["appointments"]
-        if not found and name is None:
-            conversation.slots["purpose"] = "cancel"
-            conversation.goto("identify")
-            return "Dạ, quý khách cho tôi xin tên người đã đặt lịch ạ?"
+        found = await self._find(conversation, name, "cancel")
+        if isinstance(found, str):
+            return found
         if not found:
             return f"Tôi không tìm thấy lịch hẹn nào sắp tới dưới tên {name} ạ. {_ANYTHING_ELSE}"
         target = found[0]

@@ -35,6 +35,7 @@ import msgspec
 import trio
 import trio_websocket
 
+from ._socket import open_provider_socket, websocket_base
 from .base import BrainError, BrainEvents, SessionOptions, Turn
 
 if TYPE_CHECKING:
@@ -88,11 +89,7 @@ def realtime_url(endpoint: str, deployment: str, api_version: str | None = None)
     ``endpoint`` is ``https://<resource>.openai.azure.com`` (``wss``), or
     ``http://host:port`` for a local stand-in (plain ``ws``).
     """
-    parts = urllib.parse.urlsplit(endpoint.strip())
-    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
-        raise ValueError(f"AZURE_OPENAI_ENDPOINT must be an http(s) URL, not {endpoint!r}")
-    scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
-    base = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    base = websocket_base(endpoint, "AZURE_OPENAI_ENDPOINT")
     if api_version:
         query = urllib.parse.urlencode({"api-version": api_version, "deployment": deployment})
         return f"{base}/openai/realtime?{query}"
@@ -465,13 +462,11 @@ class AzureRealtimeBrain:
         link: _Link | None = None
         started = False
         try:
-            async with trio_websocket.open_websocket_url(
+            async with open_provider_socket(
                 self._url,
-                self._ssl_context,
-                extra_headers=self._headers,
-                connect_timeout=self._connect_timeout_s,
-                disconnect_timeout=2.0,
-                max_message_size=16 * 1024 * 1024,
+                ssl_context=self._ssl_context,
+                headers=self._headers,
+                connect_timeout_s=self._connect_timeout_s,
             ) as ws:
                 link = _Link(ws, number)
                 await ws.send_message(self._session_update(first=True))

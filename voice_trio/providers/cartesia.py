@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import re
 import ssl
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ import msgspec
 import trio
 import trio_websocket
 
+from ._socket import open_provider_socket, websocket_base
 from .base import BrainError, SessionOptions
 
 __all__ = ["CartesiaPool", "CartesiaPoolStatistics", "CartesiaVoice", "tts_url"]
@@ -43,11 +43,7 @@ _WORD_FLUSH_CHARS = 40
 
 def tts_url(base_url: str) -> str:
     """``wss://api.cartesia.ai/tts/websocket`` from a base URL (``http://`` gives ``ws://``)."""
-    parts = urllib.parse.urlsplit(base_url.strip())
-    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.netloc:
-        raise ValueError(f"CARTESIA_BASE_URL must be an http(s) or ws(s) URL, not {base_url!r}")
-    scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
-    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/tts/websocket"
+    return websocket_base(base_url, "CARTESIA_BASE_URL") + "/tts/websocket"
 
 
 class _Message(msgspec.Struct):
@@ -223,13 +219,11 @@ class CartesiaPool:
     async def _hold(self, number: int, *, task_status: trio.TaskStatus[_Socket]) -> None:
         socket: _Socket | None = None
         try:
-            async with trio_websocket.open_websocket_url(
+            async with open_provider_socket(
                 self._url,
-                self._ssl_context,
-                extra_headers=self._headers,
-                connect_timeout=self._connect_timeout_s,
-                disconnect_timeout=2.0,
-                max_message_size=16 * 1024 * 1024,
+                ssl_context=self._ssl_context,
+                headers=self._headers,
+                connect_timeout_s=self._connect_timeout_s,
             ) as ws:
                 socket = _Socket(ws, number)
                 task_status.started(socket)
