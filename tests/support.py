@@ -62,6 +62,9 @@ async def running_server(
     loaded once per test run.
     """
     fields.setdefault("voice_brain", "echo")
+    # One test process serves many apps: the collector tuning (gc.freeze) is a
+    # server process's, tested by the commands in test_cli and the bench.
+    fields.setdefault("gc_thresholds", "off")
     app = app_class(settings or Settings(**fields), speech=speech, agent=agent)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:

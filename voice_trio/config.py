@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     room_metrics_interval_s: Seconds = 2.0
     # On SIGTERM/SIGINT, how long running turns may go on before rooms close (1001).
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Garbage collector: thresholds set after start-up (when the start-up objects
+    # are also frozen out of collections); "off": Python's defaults, nothing frozen.
+    gc_thresholds: Annotated[str, msgspec.Meta(pattern=r"^(off|\d+,\d+,\d+)$")] = "50000,20,100"
     # None: azure when the Azure settings are present, else local.
     voice_brain: Literal["local", "azure", "echo"] | None = None
     # None: local with the local brain; cartesia with azure when Cartesia is set, else none.
@@ -184,6 +187,7 @@ _HELP = {
     "max_sessions": "rooms per process; more are refused with 1013",
     "room_metrics_interval_s": "seconds between per-room metrics events",
     "shutdown_grace_s": "seconds running turns may finish on SIGTERM",
+    "gc_thresholds": "gen0,gen1,gen2 collector thresholds after start-up; off: defaults",
     "voice_brain": "the brain: local, azure or echo; empty: azure if its settings are set",
     "voice_tts": "the voice: local, cartesia or none; empty: chosen by the brain",
     "voice_language": "language code passed to the brain and voice",

@@ -56,6 +56,8 @@ class CloseCode:
 
 # Inbound items for the upstream pump: (kind, payload, received_at).
 _AUDIO, _TEXT, _COMMIT = 0, 1, 2
+_InboxItem = tuple[int, Any, float]
+_Inbox = tuple[trio.MemorySendChannel[_InboxItem], trio.MemoryReceiveChannel[_InboxItem]]
 # Room for a few text/commit items beyond the audio bound, so that a turn is
 # not refused just because audio filled the queue.
 _CONTROL_HEADROOM = 8
@@ -237,9 +239,9 @@ class Room:
         self._outbox_tx, self._outbox_rx = trio.open_memory_channel[
             tuple[int, dict[str, Any], RoomTurn | None]
         ](settings.ws_outgoing_max)
-        self._inbox_tx, self._inbox_rx = trio.open_memory_channel[tuple[int, Any, float]](
-            settings.ws_incoming_audio_max + _CONTROL_HEADROOM
-        )
+        # Audio and turns on their way to the brain; made with the first of them
+        # (an idle room never needs it).
+        self._inbox_pair: _Inbox | None = None
         self.options = SessionOptions(language=settings.voice_language)
         self.input_rate = OUTPUT_SAMPLE_RATE
         self._resampler: InputResampler | None = None
@@ -521,7 +523,7 @@ class Room:
             return
         if self._resampler is not None:
             data = self._resampler.convert(data)
-        inbox = self._inbox_tx
+        inbox = self._inbox()[0]
         if inbox.statistics().current_buffer_used >= self.settings.ws_incoming_audio_max:
             self.incoming_audio_dropped += 1
             self.metrics.incoming_audio_dropped += 1
@@ -540,7 +542,7 @@ class Room:
                 if tail and not self.draining:
                     self._ensure_upstream()
                     with contextlib.suppress(trio.WouldBlock):
-                        self._inbox_tx.send_nowait((_AUDIO, tail, 0.0))
+                        self._inbox()[0].send_nowait((_AUDIO, tail, 0.0))
             await self._queue_control(_COMMIT, None)
         elif isinstance(msg, p.Interrupt):
             await self.interrupt(msg.played_ms)
@@ -570,7 +572,7 @@ class Room:
     async def _queue_control(self, kind: int, payload: Any) -> None:
         self._ensure_upstream()
         try:
-            self._inbox_tx.send_nowait((kind, payload, trio.current_time()))
+            self._inbox()[0].send_nowait((kind, payload, trio.current_time()))
         except trio.WouldBlock:
             await self.error("busy", "too many turns waiting for the brain; try again shortly")
 
@@ -636,6 +638,13 @@ class Room:
 
     # -------------------------------------------------------------- upstream
 
+    def _inbox(self) -> _Inbox:
+        if self._inbox_pair is None:
+            self._inbox_pair = trio.open_memory_channel[_InboxItem](
+                self.settings.ws_incoming_audio_max + _CONTROL_HEADROOM
+            )
+        return self._inbox_pair
+
     def _ensure_upstream(self) -> None:
         if self._upstream_scope is None and self._nursery is not None:
             self._upstream_scope = trio.CancelScope()
@@ -676,7 +685,7 @@ class Room:
             await self.put_together(*events)
 
     async def _pump(self, brain: Brain) -> None:
-        receive = self._inbox_rx.receive
+        receive = self._inbox()[1].receive
         while True:
             kind, payload, received_at = await receive()
             if kind == _AUDIO:
