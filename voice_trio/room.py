@@ -212,7 +212,7 @@ class RoomTurn:
 class Room:
     """The state and tasks of one connection; :meth:`serve` runs it."""
 
-    # Slots, not a __dict__: ~1.3 KB less for each of thousands of idle rooms.
+    # Slots, not a __dict__: about 1.3 KB less for each of thousands of idle rooms.
     __slots__ = (
         "_active_since_metrics",
         "_inbox_pair",
