@@ -697,6 +697,7 @@ class Room:
     async def _run_upstream(self, scope: trio.CancelScope) -> None:
         brain = self._make_brain(self)
         events = _RoomEvents(self)
+        nursery: trio.Nursery | None = None
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
@@ -709,11 +710,17 @@ class Room:
             for exc in _leaves(group):
                 await self.error(exc.code, exc.message, fatal=exc.fatal)
         finally:
-            self.brain = None
-            self.voice = None
-            self._upstream_nursery = None
+            # A newer upstream may already run (the idle sweeper let go of this
+            # one): clear only what is still this one's.
+            if self._upstream_nursery is nursery:
+                self._upstream_nursery = None
+                self.voice = None
+            if self.brain is brain:
+                self.brain = None
             if self._upstream_scope is scope:
                 self._upstream_scope = None
+        if self._upstream_scope is not None:
+            return  # the newer upstream owns the room's turns now
         # The brain is gone (idle teardown or a provider failure) and the room
         # goes on: a response it left open ends here, so the client is not left waiting.
         turn = self.turn
