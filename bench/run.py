@@ -10,6 +10,8 @@
 ``--target voice-trio`` (default; ``.venv/bin/voice-trio serve`` with
 VOICE_BRAIN=echo), ``--target floor`` (bench/floor_server.py, the comparison
 floor), ``--target floor-deflate`` (the floor accepting permessage-deflate),
+``--target pipecat`` (bench/pipecat_server.py, the Pipecat comparison target,
+in its own venv made by bench/setup_pipecat.sh),
 or ``--server-cmd 'any command with {port}'``.
 
 The driver owns every process it starts (the server, the load generators) and
@@ -47,6 +49,7 @@ from wsproto.events import TextMessage
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 VENV_BIN = REPO_DIR / ".venv" / "bin"
+PIPECAT_PYTHON = BENCH_DIR / ".venv-pipecat" / "bin" / "python"
 HOST = "127.0.0.1"
 
 LAG_P99_LIMIT_S = 0.020
@@ -136,6 +139,11 @@ def server_command(args: argparse.Namespace, port: int) -> tuple[list[str], dict
     if args.target == "voice-trio":
         env.setdefault("VOICE_BRAIN", "echo")
         return [str(VENV_BIN / "voice-trio"), "serve", "--host", HOST, "--port", str(port)], env
+    if args.target == "pipecat":
+        if not PIPECAT_PYTHON.exists():
+            raise SystemExit(f"{PIPECAT_PYTHON} missing: run `bash bench/setup_pipecat.sh` first")
+        cmd = [str(PIPECAT_PYTHON), str(BENCH_DIR / "pipecat_server.py"), "--port", str(port)]
+        return cmd, env
     cmd = [sys.executable, str(BENCH_DIR / "floor_server.py"), "--host", HOST, "--port", str(port)]
     if args.target == "floor-deflate":
         cmd.append("--allow-deflate")
@@ -881,7 +889,9 @@ def main() -> None:
         "mode", choices=["quick", "idle", "active", "sweep", "interrupt", "latency"]
     )
     parser.add_argument(
-        "--target", choices=["voice-trio", "floor", "floor-deflate"], default="voice-trio"
+        "--target",
+        choices=["voice-trio", "floor", "floor-deflate", "pipecat"],
+        default="voice-trio",
     )
     parser.add_argument("--server-cmd", default=None, help="any server command; {port} is replaced")
     parser.add_argument(

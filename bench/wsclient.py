@@ -21,7 +21,7 @@ import os
 import struct
 
 import trio
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -111,7 +111,8 @@ class WSClient:
         events = list(self.conn.events())
         for event in events:
             if isinstance(event, Ping):
-                await self._send_raw(self.conn.send(event.response()))
+                if self.conn.state is ConnectionState.OPEN:  # no pong once we are closing
+                    await self._send_raw(self.conn.send(event.response()))
             elif isinstance(event, CloseConnection):
                 self.close_code = event.code
                 self.close_reason = event.reason
