@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import soxr
+import soxr  # type: ignore[import-untyped]
 
 from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES
 
@@ -35,7 +35,7 @@ class InputResampler:
         if self._stream is None:
             return pcm
         out = self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
-        return out.astype("<i2", copy=False).tobytes()
+        return bytes(out.astype("<i2", copy=False).tobytes())
 
     def flush(self) -> bytes:
         """The filter's tail at the end of a turn; the next frame starts afresh."""
@@ -43,7 +43,7 @@ class InputResampler:
             return b""
         out = self._stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True)
         self._stream.clear()
-        return out.astype("<i2", copy=False).tobytes()
+        return bytes(out.astype("<i2", copy=False).tobytes())
 
 
 class Chunker:

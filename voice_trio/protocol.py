@@ -79,8 +79,8 @@ ClientMessage = (
     AudioIn | TextIn | CommitAudio | Interrupt | ClientVadSpeechStart | SessionConfig | Ping
 )
 
-CLIENT_TYPES = frozenset(
-    cls.__struct_config__.tag  # type: ignore[attr-defined]
+CLIENT_TYPES: frozenset[str] = frozenset(
+    str(cls.__struct_config__.tag)
     for cls in (AudioIn, TextIn, CommitAudio, Interrupt, ClientVadSpeechStart, SessionConfig, Ping)
 )
 
@@ -176,7 +176,8 @@ def encode(event: _Out) -> str:
 def decode_client(text: str) -> ClientMessage:
     """Decode one client text frame, or raise :class:`ProtocolError` saying why."""
     try:
-        return _client_decoder.decode(text)
+        message: ClientMessage = _client_decoder.decode(text)
+        return message
     except msgspec.ValidationError as exc:
         raise _explain(text, exc) from None
     except msgspec.DecodeError as exc:

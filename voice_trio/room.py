@@ -727,13 +727,13 @@ class Room:
         if turn is not None and not turn.completed:
             turn.closed_flag = turn.completed = turn.interrupted = True
             turn.scope.cancel()
-            events: list[Any] = []
+            ending: list[Any] = []
             if turn.text:
-                events.append(
+                ending.append(
                     p.ResponseTextDone(response_id=turn.response_id, text="".join(turn.text))
                 )
-            events.append(p.ResponseDone(response_id=turn.response_id, status="interrupted"))
-            await self.put_together(*events)
+            ending.append(p.ResponseDone(response_id=turn.response_id, status="interrupted"))
+            await self.put_together(*ending)
 
     async def _pump(self, brain: Brain) -> None:
         receive = self._inbox()[1].receive

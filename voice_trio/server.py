@@ -92,7 +92,7 @@ async def _serve(
         sockets = listen(config, app.settings)
     try:
         await worker_serve(
-            ASGIWrapper(app),
+            ASGIWrapper(app),  # type: ignore[arg-type]  # a plain ASGI 3 callable
             config,
             sockets=sockets,
             shutdown_trigger=shutdown_trigger,
@@ -137,7 +137,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> int:
     sockets = listen(hypercorn_config(settings, host=host, port=port), settings)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(host, port, sockets)) for _ in range(workers)]
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def forward(signum: int, frame: Any) -> None:
         for proc in procs:
