@@ -27,23 +27,18 @@ permessage-deflate is REFUSED by default, as DESIGN.md asks of voice-trio
 from __future__ import annotations
 
 import argparse
-import collections
 import importlib.metadata
 import json
-import math
 import signal
 import sys
-import time
 from typing import Any
 
-import psutil
 import trio
 from hypercorn.config import Config
 from hypercorn.protocol import ws_stream
 from hypercorn.trio import serve
+from peer_stats import LAG_INTERVAL_S, PeerStats
 
-LAG_INTERVAL_S = 0.05
-LAG_WINDOW_S = 60.0
 OUTBOX_MAX = 64
 
 
@@ -63,52 +58,14 @@ def refuse_permessage_deflate() -> None:
     ws_stream.Handshake.__init__ = init_without_extensions  # type: ignore[method-assign]
 
 
-class FloorStats:
+class FloorStats(PeerStats):
     """Process-wide figures of the floor (the only shared state, owned by the app)."""
-
-    def __init__(self) -> None:
-        self.rooms_open = 0
-        self.messages_in = 0
-        self.messages_out = 0
-        self.lags: collections.deque[tuple[float, float]] = collections.deque(
-            maxlen=int(LAG_WINDOW_S / LAG_INTERVAL_S) + 10
-        )
-        self.process = psutil.Process()
-
-    def lag_quantiles(self) -> dict[str, float]:
-        now = time.monotonic()
-        values = sorted(lag for t, lag in self.lags if now - t <= LAG_WINDOW_S)
-        if not values:
-            return {"0.5": 0.0, "0.99": 0.0, "1": 0.0}
-
-        def q(p: float) -> float:
-            return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))]
-
-        return {"0.5": q(0.5), "0.99": q(0.99), "1": values[-1]}
-
-    def prometheus(self) -> str:
-        lines = [
-            "# TYPE voice_trio_rooms_open gauge",
-            f"voice_trio_rooms_open {self.rooms_open}",
-            "# TYPE voice_trio_loop_lag_seconds summary",
-        ]
-        for quantile, value in self.lag_quantiles().items():
-            lines.append(f'voice_trio_loop_lag_seconds{{quantile="{quantile}"}} {value:.6f}')
-        lines += [
-            "# TYPE voice_trio_messages_total counter",
-            f'voice_trio_messages_total{{direction="in"}} {self.messages_in}',
-            f'voice_trio_messages_total{{direction="out"}} {self.messages_out}',
-            "# TYPE process_resident_memory_bytes gauge",
-            f"process_resident_memory_bytes {self.process.memory_info().rss}",
-        ]
-        return "\n".join(lines) + "\n"
 
     async def sample_loop_lag(self) -> None:
         while True:
             before = trio.current_time()
             await trio.sleep(LAG_INTERVAL_S)
-            lag = trio.current_time() - before - LAG_INTERVAL_S
-            self.lags.append((time.monotonic(), max(0.0, lag)))
+            self.record_lag(trio.current_time() - before - LAG_INTERVAL_S)
 
 
 class FloorApp:

@@ -44,18 +44,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
-import math
 import sys
 import time
 from typing import Any
 
-import psutil
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import PlainTextResponse
 from loguru import logger
+from peer_stats import LAG_INTERVAL_S, PeerStats
 from pipecat.frames.frames import (
     ClientConnectedFrame,
     Frame,
@@ -78,58 +76,18 @@ from pipecat.workers.runner import WorkerRunner
 
 SAMPLE_RATE = 24000
 CHUNK_BYTES = 9600  # 200 ms of PCM16 mono at 24 kHz, like WS_TTS_CHUNK_BYTES
-LAG_INTERVAL_S = 0.05
-LAG_WINDOW_S = 60.0
 
 
 # --------------------------------------------------------------------------- figures
-class Stats:
+class Stats(PeerStats):
     """Process-wide figures for /metrics (same names and method as voice-trio's)."""
-
-    def __init__(self) -> None:
-        self.rooms_open = 0
-        self.messages_in = 0
-        self.messages_out = 0
-        self.lags: collections.deque[tuple[float, float]] = collections.deque(
-            maxlen=int(LAG_WINDOW_S / LAG_INTERVAL_S) + 10
-        )
-        self.process = psutil.Process()
-
-    def lag_quantiles(self) -> dict[str, float]:
-        now = time.monotonic()
-        values = sorted(lag for t, lag in self.lags if now - t <= LAG_WINDOW_S)
-        if not values:
-            return {"0.5": 0.0, "0.99": 0.0, "1": 0.0}
-
-        def q(p: float) -> float:
-            return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))]
-
-        return {"0.5": q(0.5), "0.99": q(0.99), "1": values[-1]}
-
-    def prometheus(self) -> str:
-        lines = [
-            "# TYPE voice_trio_rooms_open gauge",
-            f"voice_trio_rooms_open {self.rooms_open}",
-            "# TYPE voice_trio_loop_lag_seconds summary",
-        ]
-        for quantile, value in self.lag_quantiles().items():
-            lines.append(f'voice_trio_loop_lag_seconds{{quantile="{quantile}"}} {value:.6f}')
-        lines += [
-            "# TYPE voice_trio_messages_total counter",
-            f'voice_trio_messages_total{{direction="in"}} {self.messages_in}',
-            f'voice_trio_messages_total{{direction="out"}} {self.messages_out}',
-            "# TYPE process_resident_memory_bytes gauge",
-            f"process_resident_memory_bytes {self.process.memory_info().rss}",
-        ]
-        return "\n".join(lines) + "\n"
 
     async def sample_loop_lag(self) -> None:
         # perf_counter, not loop.time(): uvloop's loop clock has 1 ms resolution
         while True:
             before = time.perf_counter()
             await asyncio.sleep(LAG_INTERVAL_S)
-            lag = time.perf_counter() - before - LAG_INTERVAL_S
-            self.lags.append((time.monotonic(), max(0.0, lag)))
+            self.record_lag(time.perf_counter() - before - LAG_INTERVAL_S)
 
 
 STATS = Stats()
