@@ -1,11 +1,15 @@
 """The ASGI application: ``/ws/{session_id}``, ``/healthz``, ``/metrics``, ``static/``.
 
-The WebSocket path is plain ASGI (no framework cost per message); the HTTP
-routes go through a small Starlette app. Process-wide tasks (the loop-lag
-monitor and the sweeper that drives idle deadlines and per-room ``metrics``
-events) live in the ASGI lifespan's nursery.
+A room is served by :meth:`VoiceTrioApp.serve_room` over a transport: under
+``voice-trio serve`` the server's own WebSocket on the socket
+(``voice_trio.server``, ``voice_trio.websocket``), under any ASGI server the
+plain ASGI WebSocket messages (no framework cost per message). The HTTP routes
+go through a small Starlette app. Process-wide tasks (the loop-lag monitor and
+the sweeper that drives idle deadlines and per-room ``metrics`` events) live
+in the ASGI lifespan's nursery.
 
-Run it with ``voice-trio serve`` or ``hypercorn --worker-class trio voice_trio.app:app``.
+Run it with ``voice-trio serve`` (the fast path) or
+``hypercorn --worker-class trio voice_trio.app:app``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .providers.azure_realtime import AzureRealtimeBrain
 from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .room import CloseCode, Room
+from .transport import ASGITransport, Transport
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
 
@@ -239,38 +244,36 @@ class VoiceTrioApp:
 
     # -------------------------------------------------------------- websocket
 
+    def session_id_of(self, path: str) -> str | None:
+        """The session id of a WebSocket path ``/ws/{1-128 of [A-Za-z0-9_-]}``, or None."""
+        match = _WS_PATH.fullmatch(path)
+        return None if match is None else match.group(1)
+
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        match = _WS_PATH.fullmatch(scope["path"])
-        if match is None:
-            # Refused at the handshake (HTTP 403): not /ws/{1-128 of [A-Za-z0-9_-]}.
+        session_id = self.session_id_of(scope["path"])
+        if session_id is None:
+            # Refused at the handshake (HTTP 403).
             await send({"type": "websocket.close", "code": CloseCode.NORMAL})
             return
+        await send({"type": "websocket.accept"})
+        await self.serve_room(session_id, ASGITransport(send, receive))
+
+    async def serve_room(self, session_id: str, transport: Transport) -> None:
+        """Run the room of an accepted connection until it ends (the connection's task)."""
         if self._nursery is None:
             raise RuntimeError(
                 "voice_trio.app needs the ASGI lifespan protocol (Hypercorn runs it)"
             )
-        session_id = match.group(1)
-        await send({"type": "websocket.accept"})
         if self.shutting_down:
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": CloseCode.GOING_AWAY,
-                    "reason": "server shutting down",
-                }
-            )
+            await transport.close(CloseCode.GOING_AWAY, "server shutting down")
             return
         old = self.rooms.get(session_id)
         if old is None and len(self.rooms) >= self.settings.max_sessions:
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": CloseCode.TRY_AGAIN_LATER,
-                    "reason": f"server full ({self.settings.max_sessions} rooms)",
-                }
+            await transport.close(
+                CloseCode.TRY_AGAIN_LATER, f"server full ({self.settings.max_sessions} rooms)"
             )
             return
         room = Room(
@@ -279,8 +282,7 @@ class VoiceTrioApp:
             metrics=self.metrics,
             make_brain=self.make_brain,
             make_voice=self.make_voice,
-            send=send,
-            receive=receive,
+            transport=transport,
         )
         self.rooms[session_id] = room
         try:

@@ -2,10 +2,11 @@
 
 Tasks of a room:
 
-- the reader (the ASGI handler task itself): receives, decodes, dispatches;
-  it never awaits on audio (a full inbound queue drops the frame);
-- the writer: the only caller of ASGI ``send``; drains the bounded outbox and
-  discards audio queued before an interrupt (by epoch);
+- the reader (the connection's handler task itself): receives, decodes,
+  dispatches; it never awaits on audio (a full inbound queue drops the frame);
+- the writer: the only sender on the connection; drains the bounded outbox,
+  discards audio queued before an interrupt (by epoch), and sends everything
+  that is waiting in one batch (one system call on ``voice-trio serve``);
 - the upstream, started lazily on the first audio frame or text: the brain
   session and the pump that feeds it; torn down when idle;
 - turn scopes: each response's work runs in its own cancel scope, which an
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,6 +30,7 @@ from . import protocol as p
 from .audio import Chunker, InputResampler, pcm16_from_ints
 from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES, Settings
 from .providers.base import Brain, BrainError, SessionOptions, Voice
+from .transport import Transport
 
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
@@ -37,8 +39,6 @@ __all__ = ["Room", "RoomTurn", "CloseCode"]
 
 log = logging.getLogger("voice_trio.room")
 
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
 BrainFactory = Callable[["Room"], Brain]
 VoiceFactory = Callable[["Room"], "Voice | None"]
 
@@ -46,6 +46,7 @@ VoiceFactory = Callable[["Room"], "Voice | None"]
 class CloseCode:
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
     INVALID_PAYLOAD = 1007
     MESSAGE_TOO_BIG = 1009
@@ -63,8 +64,11 @@ _Inbox = tuple[trio.MemorySendChannel[_InboxItem], trio.MemoryReceiveChannel[_In
 _CONTROL_HEADROOM = 8
 # Text deltas waiting for the voice of one turn.
 _VOICE_TEXT_MAX = 256
-# An outbox item that carries several events sent back to back.
-_BATCH = "voice_trio.batch"
+# Outbox items: (epoch, message(s), the turn of an audio chunk or None). A
+# tuple of texts is several events sent back to back.
+_Outbound = tuple[int, "bytes | str | tuple[str, ...]", "RoomTurn | None"]
+# Most messages the writer sends in one batch.
+_WRITE_BATCH = 64
 
 
 class RoomTurn:
@@ -224,11 +228,10 @@ class Room:
         "_outbox_rx",
         "_outbox_tx",
         "_playback_until",
-        "_receive",
         "_resampler",
         "_responses",
         "_room_scope",
-        "_send",
+        "_transport",
         "_upstream_nursery",
         "_upstream_scope",
         "_user_turn_ended_at",
@@ -264,8 +267,7 @@ class Room:
         metrics: ServerMetrics,
         make_brain: BrainFactory,
         make_voice: VoiceFactory,
-        send: ASGISend,
-        receive: ASGIReceive,
+        transport: Transport,
     ) -> None:
         self.session_id = session_id
         self.settings = settings
@@ -278,11 +280,10 @@ class Room:
         self.conversation: Any = None
         self._upstream_nursery: trio.Nursery | None = None
         self._nursery: trio.Nursery | None = None
-        self._send = send
-        self._receive = receive
-        self._outbox_tx, self._outbox_rx = trio.open_memory_channel[
-            tuple[int, dict[str, Any], RoomTurn | None]
-        ](settings.ws_outgoing_max)
+        self._transport = transport
+        self._outbox_tx, self._outbox_rx = trio.open_memory_channel[_Outbound](
+            settings.ws_outgoing_max
+        )
         # Audio and turns on their way to the brain; made with the first of them
         # (an idle room never needs it).
         self._inbox_pair: _Inbox | None = None
@@ -299,7 +300,7 @@ class Room:
         self.closed = trio.Event()
         self.close_code: int | None = None
         self.close_reason = ""
-        self._last_words: list[dict[str, Any]] = []
+        self._last_words: list[str] = []
         # When the client's playback of everything sent ends, by the clock.
         self._playback_until = 0.0
         self.disconnected = False
@@ -354,30 +355,17 @@ class Room:
         if self.disconnected or self.close_code is None:
             return
         self.disconnected = True
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(2.0):
-                if flush:
-                    await self._flush_outbox()
-                for message in self._last_words:
-                    await self._send(message)
-                await self._send(
-                    {
-                        "type": "websocket.close",
-                        "code": self.close_code,
-                        "reason": self.close_reason,
-                    }
-                )
-
-    async def _flush_outbox(self) -> None:
-        while True:
+        transport = self._transport
+        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
             try:
-                epoch, message, turn = self._outbox_rx.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-            if turn is not None and epoch != self.epoch:
-                continue
-            for one in message.get("messages", (message,)):
-                await self._send(one)
+                if flush:
+                    while batch := self._take_batch():
+                        await transport.send(batch)
+                if self._last_words:
+                    await transport.send(self._last_words)
+                await transport.close(self.close_code, self.close_reason)
+            except trio.BrokenResourceError:
+                pass  # the client went away first
 
     def touch(self) -> None:
         self.last_activity = trio.current_time()
@@ -444,27 +432,24 @@ class Room:
 
     async def put(self, event: Any) -> None:
         """Queue a control event; waits while the outbox is full."""
-        await self._put((self.epoch, {"type": "websocket.send", "text": p.encode(event)}, None))
+        await self._put((self.epoch, p.encode(event), None))
 
     async def put_together(self, *events: Any) -> None:
         """Queue control events as one outbox item: nothing can come between them."""
-        messages = tuple({"type": "websocket.send", "text": p.encode(e)} for e in events)
-        await self._put((self.epoch, {"type": _BATCH, "messages": messages}, None))
+        await self._put((self.epoch, tuple(p.encode(e) for e in events), None))
 
     async def put_audio(self, chunk: bytes, turn: RoomTurn) -> None:
-        await self._put((turn.epoch, {"type": "websocket.send", "bytes": chunk}, turn))
+        await self._put((turn.epoch, chunk, turn))
 
     def put_droppable(self, event: Any) -> None:
         """Queue a delta or metrics event, or drop and count it if the outbox is full."""
         try:
-            self._outbox_tx.send_nowait(
-                (self.epoch, {"type": "websocket.send", "text": p.encode(event)}, None)
-            )
+            self._outbox_tx.send_nowait((self.epoch, p.encode(event), None))
         except trio.WouldBlock:
             self.outbox_dropped += 1
             self.metrics.outbox_dropped[event.__struct_config__.tag] += 1
 
-    async def _put(self, item: tuple[int, dict[str, Any], RoomTurn | None]) -> None:
+    async def _put(self, item: _Outbound) -> None:
         try:
             self._outbox_tx.send_nowait(item)
             return
@@ -481,58 +466,85 @@ class Room:
         await trio.lowlevel.checkpoint()  # raises Cancelled: the room is closing
 
     async def _writer(self) -> None:
-        send = self._send
+        transport = self._transport
         metrics = self.metrics
-        async for epoch, message, turn in self._outbox_rx:
-            if turn is not None:
-                if epoch != self.epoch:
-                    self.stale_audio_dropped += 1
-                    continue
-                if turn.first_sent_at is None:
-                    # The client plays it after whatever it still holds of earlier ones.
-                    turn.first_sent_at = max(trio.current_time(), self._playback_until)
-                if turn.sent_bytes == 0 and turn.reply_to is not None:
-                    ttfa = trio.current_time() - turn.reply_to
-                    self.last_ttfa_ms = round(ttfa * 1000, 1)
-                    metrics.time_to_first_audio.observe(ttfa)
-                turn.sent_bytes += len(message["bytes"])
-                self._playback_until = turn.first_sent_at + turn.sent_ms / 1000
-            elif message["type"] == _BATCH:
-                for one in message["messages"]:
-                    await send(one)
-                    self.messages_out += 1
-                    metrics.messages_out += 1
+        receive = self._outbox_rx.receive
+        while True:
+            first = await receive()
+            batch = self._take_batch(first)
+            if not batch:
                 continue
-            await send(message)
-            self.messages_out += 1
-            metrics.messages_out += 1
+            try:
+                await transport.send(batch)
+            except trio.BrokenResourceError:
+                # The connection is gone; the reader sees it too and ends the room.
+                self.disconnected = True
+                self.close(CloseCode.GOING_AWAY, "connection lost")
+                return
+            self.messages_out += len(batch)
+            metrics.messages_out += len(batch)
+
+    def _take_batch(self, first: _Outbound | None = None) -> list[bytes | str]:
+        """What is queued now (after ``first``), in order, without stale audio."""
+        batch: list[bytes | str] = []
+        item = first
+        receive_nowait = self._outbox_rx.receive_nowait
+        while True:
+            if item is not None:
+                epoch, message, turn = item
+                if turn is not None:
+                    if epoch != self.epoch:
+                        self.stale_audio_dropped += 1
+                    else:
+                        assert isinstance(message, bytes)
+                        self._audio_leaving(turn, len(message))
+                        batch.append(message)
+                elif isinstance(message, tuple):
+                    batch.extend(message)
+                else:
+                    batch.append(message)
+            if len(batch) >= _WRITE_BATCH:
+                return batch
+            try:
+                item = receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return batch
+
+    def _audio_leaving(self, turn: RoomTurn, size: int) -> None:
+        """Book a chunk of ``turn``'s audio as sent: playback clock, time to first audio."""
+        now = trio.current_time()
+        if turn.first_sent_at is None:
+            # The client plays it after whatever it still holds of earlier ones.
+            turn.first_sent_at = max(now, self._playback_until)
+        if turn.sent_bytes == 0 and turn.reply_to is not None:
+            ttfa = now - turn.reply_to
+            self.last_ttfa_ms = round(ttfa * 1000, 1)
+            self.metrics.time_to_first_audio.observe(ttfa)
+        turn.sent_bytes += size
+        self._playback_until = turn.first_sent_at + turn.sent_ms / 1000
 
     # ---------------------------------------------------------------- reader
 
     async def _read_loop(self) -> None:
-        receive = self._receive
+        receive = self._transport.receive
         max_bytes = self.settings.ws_max_message_bytes
+        metrics = self.metrics
         while True:
             message = await receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
+            if message is None:
                 self.disconnected = True
                 return
-            if kind != "websocket.receive":
-                continue
             self.messages_in += 1
-            self.metrics.messages_in += 1
-            self.touch()
-            data = message.get("bytes")
-            if data is not None:
-                if len(data) > max_bytes:
+            metrics.messages_in += 1
+            self.last_activity = trio.current_time()
+            self._active_since_metrics = True
+            if isinstance(message, bytes):
+                if len(message) > max_bytes:
                     self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")
                     return
-                await self._on_audio(data)
+                await self._on_audio(message)
                 continue
-            text = message.get("text")
-            if text is None:
-                continue
+            text = message
             if len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
                 self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")
                 return
@@ -548,7 +560,7 @@ class Room:
             return
         # The room is closing: the event goes out with the close frame, after
         # whatever was queued, not through the writer that is being cancelled.
-        self._last_words.append({"type": "websocket.send", "text": p.encode(event)})
+        self._last_words.append(p.encode(event))
         self.close(CloseCode.INTERNAL_ERROR, message[:120])
 
     async def _on_audio(self, data: bytes) -> None:
