@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,14 +12,21 @@ from functools import partial
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio_websocket
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.trio.run import worker_serve
 
 from voice_trio.agent import Graph
 from voice_trio.app import VoiceTrioApp
 from voice_trio.config import Settings
 from voice_trio.providers.local import LocalSpeech
-from voice_trio.server import serve
+from voice_trio.server import hypercorn_config, serve
+
+#: Run a test on both ways a room is served: ``voice-trio serve``'s own
+#: WebSocket, and ASGI under Hypercorn (``hypercorn voice_trio.app:app``).
+BOTH_PATHS = pytest.mark.parametrize("asgi", [False, True], ids=["serve", "asgi"])
 
 
 @dataclass
@@ -25,6 +34,10 @@ class RunningServer:
     app: VoiceTrioApp
     url: str  # http://127.0.0.1:PORT
     shutdown: trio.Event
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def ws_base(self) -> str:
@@ -54,12 +67,15 @@ async def running_server(
     speech: LocalSpeech | None = None,
     agent: Graph | None = None,
     app_class: type[VoiceTrioApp] = VoiceTrioApp,
+    asgi: bool = False,
     **fields: Any,
 ) -> AsyncIterator[RunningServer]:
     """Serve a fresh app on 127.0.0.1:0 for the body; cancelled (or drained) after.
 
     The echo brain unless ``voice_brain`` says otherwise; ``speech`` shares models
-    loaded once per test run.
+    loaded once per test run. ``asgi=True`` serves it with Hypercorn's own
+    worker (rooms over ASGI, as ``hypercorn voice_trio.app:app`` does) instead of
+    ``voice-trio serve``'s WebSocket.
     """
     fields.setdefault("voice_brain", "echo")
     # One test process serves many apps: the collector tuning (gc.freeze) is a
@@ -68,9 +84,19 @@ async def running_server(
     app = app_class(settings or Settings(**fields), speech=speech, agent=agent)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(
-            partial(serve, app, host="127.0.0.1", port=0, shutdown_event=shutdown)
-        )
+        if asgi:
+            urls = await nursery.start(
+                partial(
+                    worker_serve,
+                    ASGIWrapper(app),  # type: ignore[arg-type]
+                    hypercorn_config(app.settings, host="127.0.0.1", port=0),
+                    shutdown_trigger=shutdown.wait,
+                )
+            )
+        else:
+            urls = await nursery.start(
+                partial(serve, app, host="127.0.0.1", port=0, shutdown_event=shutdown)
+            )
         yield RunningServer(app, urls[0], shutdown)
         if drain:
             shutdown.set()
@@ -165,3 +191,136 @@ def tone(n_samples: int, *, seed: int = 0) -> bytes:
 
     ramp = (np.arange(n_samples, dtype=np.int64) * 7 + seed * 1009) % 20000 - 10000
     return ramp.astype("<i2").tobytes()
+
+
+class RawClient:
+    """A WebSocket client that writes frames by hand, to break the protocol on purpose."""
+
+    KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+    def __init__(self, stream: trio.SocketStream, head: bytes, data: bytes) -> None:
+        self.stream = stream
+        #: The server's response head (status line and headers).
+        self.head = head
+        self._data = data
+
+    @classmethod
+    async def handshake(
+        cls, port: int, path: str, extra: bytes = b"", *, early: bytes = b""
+    ) -> RawClient:
+        """Send the opening handshake (plus ``early`` bytes in the same write); read the head."""
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {cls.KEY}\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+            ).encode()
+            + extra
+            + b"\r\n"
+            + early
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            assert chunk, data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        return cls(stream, head, rest)
+
+    async def send_frame(
+        self,
+        opcode: int,
+        payload: bytes,
+        *,
+        fin: bool = True,
+        rsv: int = 0,
+        masked: bool = True,
+        length: int | None = None,
+    ) -> None:
+        await self.stream.send_all(
+            frame(opcode, payload, fin=fin, rsv=rsv, masked=masked, length=length)
+        )
+
+    async def read_frame(self) -> tuple[bool, int, bytes]:
+        """The server's next frame: (fin, opcode, payload)."""
+        while True:
+            parsed = _parse_server_frame(self._data)
+            if parsed is not None:
+                fin, opcode, payload, used = parsed
+                self._data = self._data[used:]
+                return fin, opcode, payload
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError("the server closed TCP")
+            self._data += chunk
+
+    async def read_event(self) -> dict[str, Any]:
+        """The next text frame as JSON (metrics events skipped)."""
+        while True:
+            _, opcode, payload = await self.read_frame()
+            if opcode == 0x1:
+                event: dict[str, Any] = json.loads(payload)
+                if event["type"] != "metrics":
+                    return event
+
+    async def read_close(self) -> tuple[int | None, str]:
+        """Skip frames up to the server's close frame: (code, reason)."""
+        while True:
+            _, opcode, payload = await self.read_frame()
+            if opcode == 0x8:
+                if not payload:
+                    return None, ""
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+    async def at_eof(self) -> bool:
+        """Whether the server then closes TCP (reading and dropping anything else)."""
+        while True:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return True
+
+
+def frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    length: int | None = None,
+) -> bytes:
+    """A client frame; ``length`` declares another payload size than the real one."""
+    size = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        head = struct.pack("!BB", b0, mask_bit | size)
+    elif size < 65536:
+        head = struct.pack("!BBH", b0, mask_bit | 126, size)
+    else:
+        head = struct.pack("!BBQ", b0, mask_bit | 127, size)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + body
+
+
+def _parse_server_frame(data: bytes) -> tuple[bool, int, bytes, int] | None:
+    if len(data) < 2:
+        return None
+    fin, opcode = bool(data[0] & 0x80), data[0] & 0x0F
+    assert not data[1] & 0x80, "server frames are never masked"
+    size, offset = data[1] & 0x7F, 2
+    if size == 126:
+        if len(data) < 4:
+            return None
+        size, offset = struct.unpack_from("!H", data, 2)[0], 4
+    elif size == 127:
+        if len(data) < 10:
+            return None
+        size, offset = struct.unpack_from("!Q", data, 2)[0], 10
+    if len(data) < offset + size:
+        return None
+    return fin, opcode, data[offset : offset + size], offset + size

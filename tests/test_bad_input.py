@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import struct
 
 import pytest
 import trio
 import trio_websocket
 
-from .support import running_server, tone
+from .support import BOTH_PATHS, RawClient, running_server, tone
 
 BAD_TEXT_FRAMES = [
     ("{not json", "invalid_json"),
@@ -33,8 +31,9 @@ BAD_TEXT_FRAMES = [
 ]
 
 
-async def test_every_bad_text_frame_gets_an_error_and_the_room_stays_up() -> None:
-    async with running_server(ws_max_text_chars=100) as server:
+@BOTH_PATHS
+async def test_every_bad_text_frame_gets_an_error_and_the_room_stays_up(asgi: bool) -> None:
+    async with running_server(asgi=asgi, ws_max_text_chars=100) as server:
         async with server.connect("bad") as bad, server.connect("neighbour") as neighbour:
             for frame, code in [
                 *BAD_TEXT_FRAMES,
@@ -78,8 +77,11 @@ async def test_unknown_field_messages_name_the_field() -> None:
             assert "response_id" in error["message"]
 
 
-async def test_message_over_the_size_limit_closes_with_1009() -> None:
-    async with running_server(ws_max_message_bytes=20_000, ws_max_audio_frame_bytes=9600) as server:
+@BOTH_PATHS
+async def test_message_over_the_size_limit_closes_with_1009(asgi: bool) -> None:
+    async with running_server(
+        asgi=asgi, ws_max_message_bytes=20_000, ws_max_audio_frame_bytes=9600
+    ) as server:
         async with server.connect("big") as client, server.connect("other") as other:
             await client.send_audio(b"\x00" * 30_000)
             code, _ = await client.closed()
@@ -91,67 +93,29 @@ async def test_message_over_the_size_limit_closes_with_1009() -> None:
             assert code == 1009
 
 
-async def _raw_handshake(
-    port: int, path: str, extra: bytes = b""
-) -> tuple[trio.SocketStream, bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    await stream.send_all(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        ).encode()
-        + extra
-        + b"\r\n"
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = await stream.receive_some(4096)
-        assert chunk, head
-        head += chunk
-    return stream, head
-
-
-def _masked_frame(opcode: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked
-
-
-async def test_invalid_utf8_in_a_text_frame_closes_with_1007() -> None:
-    async with running_server() as server:
-        port = int(server.url.rsplit(":", 1)[1])
-        stream, head = await _raw_handshake(port, "/ws/utf8")
-        assert head.startswith(b"HTTP/1.1 101")
-        await stream.send_all(_masked_frame(0x1, b'{"type":"text","text":"\xc3\x28"}'))
-        data = head.split(b"\r\n\r\n", 1)[1]
+@BOTH_PATHS
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(asgi: bool) -> None:
+    async with running_server(asgi=asgi) as server:
+        client = await RawClient.handshake(server.port, "/ws/utf8")
+        assert client.head.startswith(b"HTTP/1.1 101")
+        await client.send_frame(0x1, b'{"type":"text","text":"\xc3\x28"}')
         with trio.fail_after(10):
-            while True:
-                # Skip session.ready; find the close frame (opcode 8).
-                while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F):
-                    chunk = await stream.receive_some(4096)
-                    assert chunk, "connection dropped without a close frame"
-                    data += chunk
-                opcode, length = data[0] & 0x0F, data[1] & 0x7F
-                frame, data = data[2 : 2 + length], data[2 + length :]
-                if opcode == 0x8:
-                    assert struct.unpack("!H", frame[:2])[0] == 1007
-                    break
-        await stream.aclose()
+            code, _ = await client.read_close()
+        assert code == 1007
+        await client.stream.aclose()
 
 
-async def test_permessage_deflate_is_refused() -> None:
-    async with running_server() as server:
-        port = int(server.url.rsplit(":", 1)[1])
-        stream, head = await _raw_handshake(
-            port,
+@BOTH_PATHS
+async def test_permessage_deflate_is_refused(asgi: bool) -> None:
+    async with running_server(asgi=asgi) as server:
+        client = await RawClient.handshake(
+            server.port,
             "/ws/deflate",
             b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
         )
-        assert head.startswith(b"HTTP/1.1 101"), head
-        assert b"sec-websocket-extensions" not in head.lower(), head
-        await stream.aclose()
+        assert client.head.startswith(b"HTTP/1.1 101"), client.head
+        assert b"sec-websocket-extensions" not in client.head.lower(), client.head
+        await client.stream.aclose()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 
 import trio
 
-from .support import running_server, tone
+from .support import BOTH_PATHS, running_server, tone
 
 
 async def _read_after_interrupt(client, rid: str) -> tuple[int, list[dict]]:
@@ -31,8 +31,9 @@ async def _read_after_interrupt(client, rid: str) -> tuple[int, list[dict]]:
             return after, events
 
 
-async def test_interrupt_mid_response_stops_audio_and_reports_it() -> None:
-    async with running_server() as server:
+@BOTH_PATHS
+async def test_interrupt_mid_response_stops_audio_and_reports_it(asgi: bool) -> None:
+    async with running_server(asgi=asgi) as server:
         async with server.connect("barge") as client:
             await client.send_audio(tone(4800, seed=1))
             started = await client.expect("response.started")
@@ -63,10 +64,12 @@ async def test_client_vad_speech_start_interrupts_while_the_agent_speaks() -> No
             assert events[0] == {"type": "interrupted", "response_id": rid}
 
 
-async def test_interrupt_with_a_full_outbox_sends_no_stale_audio() -> None:
+@BOTH_PATHS
+async def test_interrupt_with_a_full_outbox_sends_no_stale_audio(asgi: bool) -> None:
     # A client that stops reading while the agent speaks: the outbox fills behind
     # the socket. It then barges in; not one frame of the old response may follow.
     async with running_server(
+        asgi=asgi,
         ws_outgoing_max=8,
         ws_tts_chunk_bytes=96_000,
         ws_incoming_audio_max=400,

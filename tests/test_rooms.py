@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio_websocket
 
-from .support import open_client, prom_samples, running_server, tone
+from .support import BOTH_PATHS, open_client, prom_samples, running_server, tone
 
 DESIGN_METRICS = [
     "voice_trio_rooms_open",
@@ -49,8 +49,9 @@ async def test_metrics_endpoint_has_every_design_name() -> None:
             assert "# TYPE voice_trio_time_to_first_audio_seconds histogram" in response.text
 
 
-async def test_a_second_connection_with_the_same_id_replaces_the_first() -> None:
-    async with running_server() as server:
+@BOTH_PATHS
+async def test_a_second_connection_with_the_same_id_replaces_the_first(asgi: bool) -> None:
+    async with running_server(asgi=asgi) as server:
         async with server.connect("same") as first:
             await first.send_json(type="text", text="một")
             await first.until("response.done")
@@ -64,8 +65,9 @@ async def test_a_second_connection_with_the_same_id_replaces_the_first() -> None
         assert await server.metric("voice_trio_rooms_open") == 0
 
 
-async def test_max_sessions_refuses_new_rooms_with_1013() -> None:
-    async with running_server(max_sessions=2) as server:
+@BOTH_PATHS
+async def test_max_sessions_refuses_new_rooms_with_1013(asgi: bool) -> None:
+    async with running_server(asgi=asgi, max_sessions=2) as server:
         async with server.connect("r1"), server.connect("r2") as r2:
             async with trio_websocket.open_websocket_url(f"{server.ws_base}/ws/r3") as ws:
                 try:
@@ -83,7 +85,8 @@ async def test_max_sessions_refuses_new_rooms_with_1013() -> None:
             await r3.ping()
 
 
-async def test_200_rooms_each_get_exactly_their_own_audio() -> None:
+@BOTH_PATHS
+async def test_200_rooms_each_get_exactly_their_own_audio(asgi: bool) -> None:
     results: dict[int, bytes] = {}
 
     async def one_room(server, i: int) -> None:
@@ -98,7 +101,7 @@ async def test_200_rooms_each_get_exactly_their_own_audio() -> None:
             results[i] = audio
             assert audio == b"".join(frames), f"room {i} got audio that is not its own"
 
-    async with running_server() as server:
+    async with running_server(asgi=asgi) as server:
         with trio.fail_after(120):
             async with trio.open_nursery() as nursery:
                 for i in range(200):

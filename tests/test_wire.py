@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio_websocket
 
-from .support import running_server, tone
+from .support import BOTH_PATHS, running_server, tone
 
 
 async def test_session_ready_ping_and_healthz() -> None:
@@ -32,8 +32,9 @@ async def test_session_ready_ping_and_healthz() -> None:
             assert health.json()["rooms"] == 1
 
 
-async def test_binary_audio_is_echoed_in_chunks_and_commit_ends_the_response() -> None:
-    async with running_server(ws_tts_chunk_bytes=9600) as server:
+@BOTH_PATHS
+async def test_binary_audio_is_echoed_in_chunks_and_commit_ends_the_response(asgi: bool) -> None:
+    async with running_server(asgi=asgi, ws_tts_chunk_bytes=9600) as server:
         async with server.connect("echo") as client:
             frames = [tone(2400, seed=i) for i in range(5)]  # 5 x 100 ms
             for frame in frames:
@@ -75,8 +76,9 @@ async def test_json_audio_works_like_binary_audio() -> None:
             assert audio == samples.tobytes()
 
 
-async def test_text_turn_is_answered_with_the_same_text() -> None:
-    async with running_server() as server:
+@BOTH_PATHS
+async def test_text_turn_is_answered_with_the_same_text(asgi: bool) -> None:
+    async with running_server(asgi=asgi) as server:
         async with server.connect("text") as client:
             await client.send_json(type="text", text="Xin chào, tôi muốn đặt lịch.")
             started = await client.expect("response.started")
@@ -131,8 +133,9 @@ async def test_client_vad_speech_start_when_nothing_is_playing_does_nothing() ->
             assert await server.metric("voice_trio_interrupts_total") == 0
 
 
-async def test_two_rooms_do_not_share_anything() -> None:
-    async with running_server() as server:
+@BOTH_PATHS
+async def test_two_rooms_do_not_share_anything(asgi: bool) -> None:
+    async with running_server(asgi=asgi) as server:
         async with server.connect("a") as a, server.connect("b") as b:
             await a.send_audio(tone(2400, seed=1))
             await b.send_audio(tone(2400, seed=2))

@@ -171,7 +171,7 @@ class WebSocket:
                 return None
             if message is not None:
                 return message
-            if not await self._read_more():
+            if self.open and not await self._read_more():
                 return None
 
     async def _read_more(self) -> bool:
