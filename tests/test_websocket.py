@@ -71,6 +71,13 @@ async def test_fragmented_messages_are_put_together_with_control_frames_between(
         assert audio == pcm
 
 
+async def test_a_query_string_is_not_part_of_the_session_id() -> None:
+    async with running_server() as server:
+        client = await RawClient.handshake(server.port, "/ws/with-query?lang=vi&x=1")
+        assert client.head.startswith(b"HTTP/1.1 101"), client.head
+        assert (await client.read_event())["session_id"] == "with-query"
+
+
 async def test_frames_sent_with_the_handshake_are_not_lost() -> None:
     async with running_server() as server:
         client = await _ready(server.port, "early", early=frame(0x1, PING_JSON))

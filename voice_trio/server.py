@@ -190,7 +190,8 @@ class _FrontDoor:
     async def _websocket(self, stream: trio.SocketStream, data: bytes) -> None:
         app = self.app
         handshake = Handshake(data)
-        session_id = None if handshake.target is None else app.session_id_of(handshake.target)
+        path = None if handshake.target is None else handshake.target.split("?", 1)[0]
+        session_id = None if path is None else app.session_id_of(path)
         try:
             if handshake.refusal is not None:
                 await stream.send_all(handshake.refusal)
