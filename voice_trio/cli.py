@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve /ws/{session_id}, /healthz, /metrics and the demo page",
-        description="Serve the rooms with Hypercorn's Trio worker. SIGTERM or SIGINT drains "
-        "the rooms (close 1001) within SHUTDOWN_GRACE_S and exits 0.",
+        description="Serve the rooms on Trio: WebSocket rooms on the server's own "
+        "WebSocket, other HTTP through Hypercorn. SIGTERM or SIGINT drains the rooms "
+        "(close 1001) within SHUTDOWN_GRACE_S and exits 0.",
         epilog=_settings_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
