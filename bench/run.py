@@ -8,11 +8,12 @@
     python bench/run.py latency --levels 1,10
 
 ``--target voice-trio`` (default; ``.venv/bin/voice-trio serve`` with
-VOICE_BRAIN=echo), ``--target floor`` (bench/floor_server.py, the comparison
-floor), ``--target floor-deflate`` (the floor accepting permessage-deflate),
-``--target pipecat`` (bench/pipecat_server.py, the Pipecat comparison target,
-in its own venv made by bench/setup_pipecat.sh),
-or ``--server-cmd 'any command with {port}'``.
+VOICE_BRAIN=echo), ``--target voice-trio-asgi`` (the same app under plain
+``hypercorn``: rooms over ASGI and Hypercorn's WebSocket), ``--target floor``
+(bench/floor_server.py, the comparison floor), ``--target floor-deflate``
+(the floor accepting permessage-deflate), ``--target pipecat``
+(bench/pipecat_server.py, the Pipecat comparison target, in its own venv made
+by bench/setup_pipecat.sh), or ``--server-cmd 'any command with {port}'``.
 
 The driver owns every process it starts (the server, the load generators) and
 ends each by its PID (SIGTERM, then SIGKILL after a bound), on errors and
@@ -139,6 +140,18 @@ def server_command(args: argparse.Namespace, port: int) -> tuple[list[str], dict
     if args.target == "voice-trio":
         env.setdefault("VOICE_BRAIN", "echo")
         return [str(VENV_BIN / "voice-trio"), "serve", "--host", HOST, "--port", str(port)], env
+    if args.target == "voice-trio-asgi":
+        # The same app under Hypercorn's own server: rooms over ASGI (Hypercorn's WebSocket).
+        env.setdefault("VOICE_BRAIN", "echo")
+        bind = f"{HOST}:{port}"
+        return [
+            str(VENV_BIN / "hypercorn"),
+            "--worker-class",
+            "trio",
+            "--bind",
+            bind,
+            "voice_trio.app:app",
+        ], env
     if args.target == "pipecat":
         if not PIPECAT_PYTHON.exists():
             raise SystemExit(f"{PIPECAT_PYTHON} missing: run `bash bench/setup_pipecat.sh` first")
@@ -890,7 +903,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--target",
-        choices=["voice-trio", "floor", "floor-deflate", "pipecat"],
+        choices=["voice-trio", "voice-trio-asgi", "floor", "floor-deflate", "pipecat"],
         default="voice-trio",
     )
     parser.add_argument("--server-cmd", default=None, help="any server command; {port} is replaced")
