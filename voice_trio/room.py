@@ -46,7 +46,6 @@ VoiceFactory = Callable[["Room"], "Voice | None"]
 class CloseCode:
     NORMAL = 1000
     GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
     INVALID_PAYLOAD = 1007
     MESSAGE_TOO_BIG = 1009
