@@ -267,3 +267,11 @@ async def test_a_room_that_crashes_closes_1011_and_its_neighbour_goes_on(
             events, _ = await fine.until("response.done")
             assert events[-1]["status"] == "completed"
     assert "room buggy failed" in caplog.text and "a bug in make_brain" in caplog.text
+
+
+def test_a_long_close_reason_is_cut_on_a_character_boundary() -> None:
+    from voice_trio.websocket import _close_payload
+
+    payload = _close_payload(1011, "lỗi " * 60)
+    assert len(payload) <= 125 and struct.unpack("!H", payload[:2])[0] == 1011
+    assert payload[2:].decode("utf-8").startswith("lỗi lỗi")

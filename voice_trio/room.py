@@ -535,8 +535,7 @@ class Room:
                 return
             self.messages_in += 1
             metrics.messages_in += 1
-            self.last_activity = trio.current_time()
-            self._active_since_metrics = True
+            self.touch()
             if isinstance(message, bytes):
                 if len(message) > max_bytes:
                     self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")

@@ -98,8 +98,9 @@ def _header(opcode: int, size: int) -> bytes:
 
 
 def _close_payload(code: int, reason: str) -> bytes:
-    data = _U16.pack(code) + reason.encode("utf-8")
-    return data[:125]  # control frames carry at most 125 bytes
+    # Control frames carry at most 125 bytes; cut the reason on a character boundary.
+    text = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+    return _U16.pack(code) + text.encode("utf-8")
 
 
 class WebSocket:
@@ -293,6 +294,9 @@ class WebSocket:
 
         Raises :class:`trio.BrokenResourceError` if the connection is over.
         """
+        if self.close_sent or self._broken or self._eof:
+            await checkpoint_if_cancelled()
+            raise trio.BrokenResourceError("the WebSocket is closed")
         buffers: list[bytes] = []
         for message in messages:
             if isinstance(message, str):
@@ -302,9 +306,6 @@ class WebSocket:
                 data = message
                 buffers.append(_header(_OP_BINARY, len(data)))
             buffers.append(data)
-        if self.close_sent or self._broken or self._eof:
-            await checkpoint_if_cancelled()
-            raise trio.BrokenResourceError("the WebSocket is closed")
         await self._write(buffers)
 
     async def close(self, code: int, reason: str = "") -> None:
