@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ws_max_audio_frame_bytes: Positive = 96_000
     # A text turn longer than this gets a ``text_too_long`` error.
     ws_max_text_chars: Positive = 4000
+    # A message sent in more frames than this closes the room with 1009.
+    ws_max_fragments: Positive = 1024
     # A room whose outbox stays full this long is closed with 1013 (slow consumer).
     slow_client_timeout_s: Seconds = 5.0
     # The brain session is torn down after this long without activity.
@@ -62,6 +64,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # The room closes (1000) after this long without activity.
     session_idle_s: Seconds = 300.0
     max_sessions: Positive = 10_000
+    # Open connections (WebSocket, HTTP, half-open heads) from one client address.
+    max_connections_per_ip: Positive = 256
+    # Open connections of the whole process; 0: the file-descriptor limit less a reserve.
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # The listening socket's backlog (the kernel caps it at net.core.somaxconn).
+    listen_backlog: Positive = 1024
     # Per-room ``metrics`` events, while the room is active.
     room_metrics_interval_s: Seconds = 2.0
     # On SIGTERM/SIGINT, how long running turns may go on before rooms close (1001).
@@ -181,10 +189,14 @@ _HELP = {
     "ws_max_message_bytes": "larger WebSocket messages close the room with 1009",
     "ws_max_audio_frame_bytes": "larger audio frames get an invalid_audio error",
     "ws_max_text_chars": "longer text turns get a text_too_long error",
+    "ws_max_fragments": "a message in more frames than this closes the room with 1009",
     "slow_client_timeout_s": "outbox full this long closes the room with 1013",
     "upstream_idle_s": "idle seconds before the brain session is torn down",
     "session_idle_s": "idle seconds before the room closes with 1000",
     "max_sessions": "rooms per process; more are refused with 1013",
+    "max_connections_per_ip": "open connections per client address; more are refused at accept",
+    "max_connections": "open connections per process; 0: the fd limit less a reserve",
+    "listen_backlog": "the listening socket's backlog (capped by net.core.somaxconn)",
     "room_metrics_interval_s": "seconds between per-room metrics events",
     "shutdown_grace_s": "seconds running turns may finish on SIGTERM",
     "gc_thresholds": "gen0,gen1,gen2 collector thresholds after start-up; off: defaults",

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-__all__ = ["Histogram", "LoopLagMonitor", "ServerMetrics", "resident_memory_bytes"]
+__all__ = [
+    "Histogram",
+    "LoopLagMonitor",
+    "ServerMetrics",
+    "count_tasks",
+    "open_fds",
+    "resident_memory_bytes",
+]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -29,6 +36,32 @@ def resident_memory_bytes() -> int:
     except OSError:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
+
+
+def open_fds() -> int:
+    """File descriptors open in this process (Linux ``/proc``; -1 elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+def count_tasks() -> int:
+    """Trio tasks alive now, walked from the root task (0 outside Trio)."""
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:
+        return 0
+    if root is None:
+        return 0
+    count = 0
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
 
 
 class Histogram:
@@ -96,10 +129,22 @@ class ServerMetrics:
         self.time_to_first_audio = Histogram(
             (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
         )
+        #: Client messages answered with an ``error`` event, by error code.
+        self.input_errors: collections.Counter[str] = collections.Counter()
+        #: Connections refused or dropped by the front door before any room, by reason.
+        self.connections_refused: collections.Counter[str] = collections.Counter()
+        #: Failed attempts to reach a provider (azure, cartesia, asr), by provider.
+        self.upstream_errors: collections.Counter[str] = collections.Counter()
+        #: Garbage-collector pauses (set up by the app after start-up).
+        self.gc_pause = Histogram((0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
         # Filled in by the app: live views of the rooms.
         self.rooms_open: Callable[[], int] = lambda: 0
         self.upstreams_live: Callable[[], int] = lambda: 0
         self.outbox_depth_max: Callable[[], int] = lambda: 0
+        #: Open client connections of every kind (filled in by ``voice-trio serve``).
+        self.connections_open: Callable[[], int] = lambda: 0
+        #: Per provider, whether its circuit breaker is open now (filled in by the providers).
+        self.circuit_open: dict[str, Callable[[], bool]] = {}
 
     def render(self) -> str:
         """The Prometheus text exposition of every figure."""
@@ -147,6 +192,42 @@ class ServerMetrics:
             " assistant audio byte sent.",
             "# TYPE voice_trio_time_to_first_audio_seconds histogram",
             *self.time_to_first_audio.render("voice_trio_time_to_first_audio_seconds"),
+            "# HELP voice_trio_input_errors_total Client messages answered with an error event.",
+            "# TYPE voice_trio_input_errors_total counter",
+            *(
+                f'voice_trio_input_errors_total{{code="{code}"}} {n}'
+                for code, n in sorted(self.input_errors.items())
+            ),
+            "# HELP voice_trio_connections_open Open client connections (WebSocket and HTTP).",
+            "# TYPE voice_trio_connections_open gauge",
+            f"voice_trio_connections_open {self.connections_open()}",
+            "# HELP voice_trio_connections_refused_total Connections refused before any room.",
+            "# TYPE voice_trio_connections_refused_total counter",
+            *(
+                f'voice_trio_connections_refused_total{{reason="{reason}"}} {n}'
+                for reason, n in sorted(self.connections_refused.items())
+            ),
+            "# HELP voice_trio_upstream_errors_total Failed attempts to reach a provider.",
+            "# TYPE voice_trio_upstream_errors_total counter",
+            *(
+                f'voice_trio_upstream_errors_total{{provider="{name}"}} {n}'
+                for name, n in sorted(self.upstream_errors.items())
+            ),
+            "# HELP voice_trio_circuit_open Whether a provider's circuit breaker is open (1).",
+            "# TYPE voice_trio_circuit_open gauge",
+            *(
+                f'voice_trio_circuit_open{{provider="{name}"}} {int(is_open())}'
+                for name, is_open in sorted(self.circuit_open.items())
+            ),
+            "# HELP voice_trio_tasks Trio tasks alive in the process.",
+            "# TYPE voice_trio_tasks gauge",
+            f"voice_trio_tasks {count_tasks()}",
+            "# HELP voice_trio_gc_pause_seconds Garbage-collector pauses.",
+            "# TYPE voice_trio_gc_pause_seconds histogram",
+            *self.gc_pause.render("voice_trio_gc_pause_seconds"),
+            "# HELP process_open_fds Open file descriptors.",
+            "# TYPE process_open_fds gauge",
+            f"process_open_fds {open_fds()}",
             "# HELP process_resident_memory_bytes Resident memory size in bytes.",
             "# TYPE process_resident_memory_bytes gauge",
             f"process_resident_memory_bytes {resident_memory_bytes()}",
