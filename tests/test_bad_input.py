@@ -28,6 +28,16 @@ BAD_TEXT_FRAMES = [
     ('{"type": "session.config", "input_sample_rate": 44100}', "unsupported_sample_rate"),
     ('{"type": "session.config", "input_sample_rate": "fast"}', "invalid_message"),
     ('{"type": "text", "text": "   "}', "invalid_message"),
+    # The minimal inputs of issue #10 that killed the room (1011) before.
+    ('{"type":"nope",', "invalid_json"),
+    ('{"type":"ping","x":1}}', "invalid_json"),
+    ('{"type":"interrupt","played_ms":1e400}', "invalid_message"),
+    ("[" * 1000, "invalid_message"),
+    ('{"type":' + "[" * 5000, "invalid_message"),
+    ('{"a":' * 5000, "invalid_message"),
+    ('{"type":1e400}', "unknown_type"),
+    ('{"type":"audio","audio":[1e400]}', "invalid_audio"),
+    ("", "invalid_json"),
 ]
 
 
@@ -67,6 +77,31 @@ async def test_bad_binary_audio_gets_an_error_and_the_room_stays_up() -> None:
             await client.send_json(type="commit_audio")
             _, audio = await client.until("response.done")
             assert audio == tone(2400, seed=4)
+
+
+async def test_error_messages_quote_only_a_short_prefix_of_the_input(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
+    async with running_server() as server:
+        async with server.connect("long-values") as client:
+            await client.send_json(type="z" * 100_000)
+            error = await client.expect("error", code="unknown_type")
+            assert "zzzz" in error["message"] and len(error["message"]) < 400
+            await client.send_json(type="ping", **{"k" * 50_000: 1})
+            error = await client.expect("error", code="invalid_message")
+            assert "kkkk" in error["message"] and len(error["message"]) < 400
+            # A flood of bad input: each gets its error, the log gets a few lines.
+            for _ in range(200):
+                await client.ws.send_message("{oops")
+            for _ in range(200):
+                await client.expect("error", code="invalid_json")
+            await client.ping()
+        assert await server.metric('voice_trio_input_errors_total{code="invalid_json"}') == 200
+    lines = [r for r in caplog.records if r.name == "voice_trio.input"]
+    assert 1 <= len(lines) <= 10, len(lines)
+    assert all(r.levelname == "INFO" and r.exc_info is None for r in lines)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_unknown_field_messages_name_the_field() -> None:

@@ -164,8 +164,15 @@ class ProtocolError(Exception):
 
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)
+# The explaining path reads only the top level: values stay raw, never built.
+_top_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _loose_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
+
+#: Longest piece of the client's own input quoted back in an error message.
+QUOTE_CHARS = 40
+#: Longest error message (the decoder's own words included).
+MESSAGE_CHARS = 300
 
 
 def encode(event: _Out) -> str:
@@ -174,28 +181,73 @@ def encode(event: _Out) -> str:
 
 
 def decode_client(text: str) -> ClientMessage:
-    """Decode one client text frame, or raise :class:`ProtocolError` saying why."""
+    """Decode one client text frame, or raise :class:`ProtocolError` saying why.
+
+    Any text at all gives a message or a :class:`ProtocolError`: deep nesting,
+    numbers out of range and cut-off JSON included; the error quotes at most
+    :data:`QUOTE_CHARS` characters of the client's input.
+    """
     try:
         message: ClientMessage = _client_decoder.decode(text)
         return message
     except msgspec.ValidationError as exc:
         raise _explain(text, exc) from None
     except msgspec.DecodeError as exc:
-        raise ProtocolError("invalid_json", f"not valid JSON: {exc}") from None
+        raise _not_json(exc) from None
+    except RecursionError:
+        raise _too_deep() from None
 
 
 def _explain(text: str, exc: msgspec.ValidationError) -> ProtocolError:
-    # Only on the error path: look again, loosely, to say what is wrong.
-    value: Any = _loose_decoder.decode(text)
-    if not isinstance(value, dict):
+    # Only on the error path: look again, at the top level only, to say what is wrong.
+    # The strict decoder stops at the first thing it refuses, so the text may also
+    # be cut off or malformed further on: that is said first.
+    try:
+        fields = _top_decoder.decode(text)
+    except msgspec.ValidationError:
         return ProtocolError("invalid_message", "a message must be a JSON object")
-    kind = value.get("type")
-    if kind is None:
+    except msgspec.DecodeError as decode_error:
+        return _not_json(decode_error)
+    except RecursionError:
+        return _too_deep()
+    raw_kind = fields.get("type")
+    if raw_kind is None:
         return ProtocolError("invalid_message", "the message has no `type` field")
+    kind: Any
+    try:
+        kind = _loose_decoder.decode(raw_kind)
+    except (msgspec.MsgspecError, RecursionError):
+        kind = None  # e.g. a number out of range, or nesting too deep
     if not isinstance(kind, str) or kind not in CLIENT_TYPES:
         known = ", ".join(sorted(CLIENT_TYPES))
-        return ProtocolError("unknown_type", f"unknown message type {kind!r}; known: {known}")
-    detail = str(exc)
+        shown = _quote(bytes(raw_kind).decode("utf-8", "replace"))
+        return ProtocolError("unknown_type", f"unknown message type {shown}; known: {known}")
+    detail = _short(str(exc))
     if kind == "audio" and "`$.audio[" in detail:
         return ProtocolError("invalid_audio", f"JSON audio must be int16 samples: {detail}")
     return ProtocolError("invalid_message", f"bad {kind!r} message: {detail}")
+
+
+def _not_json(exc: msgspec.DecodeError) -> ProtocolError:
+    return ProtocolError("invalid_json", f"not valid JSON: {_short(str(exc))}")
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError("invalid_message", "the message is nested too deeply")
+
+
+def _quote(value: str) -> str:
+    """The client's value as it may be quoted back: at most QUOTE_CHARS characters."""
+    if len(value) <= QUOTE_CHARS:
+        return value
+    return f"{value[:QUOTE_CHARS]}... ({len(value)} characters)"
+
+
+def _short(message: str) -> str:
+    """A decoder's message, with any long name or value of the client's cut short."""
+    # msgspec quotes names in backticks, e.g. "Object contains unknown field `x`".
+    parts = message.split("`")
+    for i in range(1, len(parts), 2):
+        parts[i] = _quote(parts[i])
+    message = "`".join(parts)
+    return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 3] + "..."
