@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import bisect
 import collections
+import logging
 import os
 import resource
 import sys
 from collections.abc import Callable, Iterable
 
 import trio
+
+from .ratelog import RateLimitedLog
 
 __all__ = [
     "Histogram",
@@ -131,6 +134,8 @@ class ServerMetrics:
         )
         #: Client messages answered with an ``error`` event, by error code.
         self.input_errors: collections.Counter[str] = collections.Counter()
+        #: Where rooms note bad client input: INFO, a few lines per code per minute.
+        self.input_error_log = RateLimitedLog(logging.getLogger("voice_trio.input"))
         #: Connections refused or dropped by the front door before any room, by reason.
         self.connections_refused: collections.Counter[str] = collections.Counter()
         #: Failed attempts to reach a provider (azure, cartesia, asr), by provider.

@@ -341,6 +341,9 @@ class Room:
             raise
         finally:
             self.closed.set()
+            # The turn points back at the room: let go of it, so a closed room is
+            # freed by reference counting, not left to a full garbage collection.
+            self.turn = None
         await self._send_close(flush=self.close_code != CloseCode.TRY_AGAIN_LATER)
 
     def close(self, code: int, reason: str) -> None:
@@ -547,9 +550,22 @@ class Room:
                 self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")
                 return
             try:
-                await self._on_message(p.decode_client(text))
+                msg = p.decode_client(text)
             except p.ProtocolError as exc:
-                await self.error(exc.code, exc.message)
+                await self.refuse(exc.code, exc.message)
+                continue
+            await self._on_message(msg)
+
+    async def refuse(self, code: str, message: str) -> None:
+        """The client's message was bad: tell it (an ``error`` event), count it, go on.
+
+        Logged at INFO, a few lines per code a minute: bad input is the client's
+        bug, not the server's, and must not flood the log.
+        """
+        metrics = self.metrics
+        metrics.input_errors[code] += 1
+        metrics.input_error_log.log(code, "room %s: %s: %s", self.session_id, code, message)
+        await self.put(p.Error(code=code, message=message, fatal=False))
 
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         event = p.Error(code=code, message=message, fatal=fatal)
@@ -564,10 +580,10 @@ class Room:
     async def _on_audio(self, data: bytes) -> None:
         size = len(data)
         if size % 2:
-            await self.error("invalid_audio", f"audio frames are PCM16: {size} bytes is odd")
+            await self.refuse("invalid_audio", f"audio frames are PCM16: {size} bytes is odd")
             return
         if size > self.settings.ws_max_audio_frame_bytes:
-            await self.error(
+            await self.refuse(
                 "invalid_audio",
                 f"audio frame of {size} bytes is over the limit of "
                 f"{self.settings.ws_max_audio_frame_bytes}",
@@ -611,12 +627,12 @@ class Room:
     async def _on_text(self, text: str) -> None:
         limit = self.settings.ws_max_text_chars
         if len(text) > limit:
-            await self.error(
+            await self.refuse(
                 "text_too_long", f"text of {len(text)} characters; the limit is {limit}"
             )
             return
         if not text.strip():
-            await self.error("invalid_message", "text turn is empty")
+            await self.refuse("invalid_message", "text turn is empty")
             return
         if self.draining:
             await self.error("shutting_down", "the server is shutting down; no new turns")
@@ -634,7 +650,7 @@ class Room:
         if msg.input_sample_rate is not None:
             if msg.input_sample_rate not in SUPPORTED_INPUT_RATES:
                 rates = ", ".join(str(r) for r in SUPPORTED_INPUT_RATES)
-                await self.error(
+                await self.refuse(
                     "unsupported_sample_rate",
                     f"input_sample_rate {msg.input_sample_rate} is not supported; "
                     f"use one of {rates}",
