@@ -7,6 +7,7 @@ server's frames and close codes back, as RFC 6455 says they must be.
 from __future__ import annotations
 
 import json
+import socket
 import struct
 
 import pytest
@@ -275,3 +276,78 @@ def test_a_long_close_reason_is_cut_on_a_character_boundary() -> None:
     payload = _close_payload(1011, "lỗi " * 60)
     assert len(payload) <= 125 and struct.unpack("!H", payload[:2])[0] == 1011
     assert payload[2:].decode("utf-8").startswith("lỗi lỗi")
+
+
+async def test_a_message_in_one_byte_fragments_is_put_together_up_to_the_fragment_bound() -> None:
+    async with running_server(ws_max_fragments=300) as server:
+        client = await _ready(server.port, "crumbs")
+        text = b'{"type":"text","text":"' + b"a" * 250 + b'"}'  # 275 bytes, 275 frames
+        frames = [frame(0x1, text[:1], fin=False)]
+        frames += [frame(0x0, text[i : i + 1], fin=False) for i in range(1, len(text) - 1)]
+        frames.append(frame(0x0, text[-1:]))
+        await client.stream.send_all(b"".join(frames))
+        assert (await client.read_event())["type"] == "response.started"
+        event = await client.read_event()
+        while event["type"] == "response.text.delta":
+            event = await client.read_event()
+        assert event["type"] == "response.text.done" and event["text"] == "a" * 250
+        assert (await client.read_event())["type"] == "response.done"
+        # One frame more than the bound: the message is refused (1009), unread.
+        pcm = b"\x00\x01" * 301
+        frames = [frame(0x2, pcm[:2], fin=False)]
+        frames += [frame(0x0, pcm[i : i + 2], fin=False) for i in range(2, len(pcm), 2)]
+        await client.stream.send_all(b"".join(frames))
+        with trio.fail_after(10):
+            code, reason = await client.read_close()
+        assert code == 1009 and "300 frames" in reason
+
+
+async def test_a_burst_of_pings_is_answered_by_a_pong_for_the_newest() -> None:
+    async with running_server() as server:
+        client = await _ready(server.port, "ping-burst")
+        burst = b"".join(frame(0x9, b"%d" % i) for i in range(5000))
+        await client.stream.send_all(burst + frame(0x1, PING_JSON))
+        pongs = []
+        while True:
+            _, opcode, payload = await client.read_frame()
+            if opcode == 0xA:
+                pongs.append(payload)
+            elif json.loads(payload)["type"] == "pong":
+                break
+        # Fewer pongs than pings (RFC 6455 section 5.5.3), and the newest one is answered.
+        assert 1 <= len(pongs) < 5000 and pongs[-1] == b"4999"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        bytes([0x82, 0x80 | 126]) + struct.pack("!H", 100),
+        bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1000),
+        bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 63),
+    ],
+    ids=["16-bit-for-100", "64-bit-for-1000", "64-bit-msb"],
+)
+async def test_a_length_not_in_its_shortest_form_closes_1002(head: bytes) -> None:
+    async with running_server() as server:
+        client = await _ready(server.port, "lengths")
+        await client.stream.send_all(head + b"\x00" * 4)
+        with trio.fail_after(10):
+            assert (await client.read_close())[0] == 1002
+
+
+async def test_a_peer_lost_while_its_pong_is_written_is_not_a_room_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_server() as server:
+        for i in range(20):
+            client = await _ready(server.port, f"gone-{i}")
+            # Pings, then a reset: the pongs meet a closed peer.
+            await client.stream.send_all(b"".join(frame(0x9, b"x" * 125) for _ in range(200)))
+            client.stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            await client.stream.aclose()
+        with trio.fail_after(10):
+            while await server.metric("voice_trio_rooms_open"):
+                await trio.sleep(0.05)
+    assert "failed" not in caplog.text

@@ -205,6 +205,7 @@ class _FrontDoor:
         ws = WebSocket(
             stream,
             max_message_bytes=app.settings.ws_max_message_bytes,
+            max_fragments=app.settings.ws_max_fragments,
             buffered=handshake.rest,
         )
         try:

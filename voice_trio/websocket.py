@@ -63,6 +63,9 @@ _H2 = struct.Struct("!BB")
 _H4 = struct.Struct("!BBH")
 _H10 = struct.Struct("!BBQ")
 _U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+#: Frames parsed from one buffered burst before the reader lets other tasks run.
+FRAMES_PER_YIELD: Final = 64
 
 
 class _Failed(Exception):
@@ -109,6 +112,11 @@ class WebSocket:
     ``receive`` returns ``bytes`` (a binary message), ``str`` (a text message) or
     None once the connection is over (closed by either side, lost, or failed by
     the client, which has then been sent the close frame with the reason).
+
+    What one connection can make the server hold is bounded by bytes: the frame
+    being read (at most ``max_message_bytes`` plus a header and one read) and the
+    message in progress, whose fragments are copied into one buffer as they
+    arrive (at most ``max_message_bytes``, in at most ``max_fragments`` frames).
     """
 
     __slots__ = (
@@ -116,9 +124,12 @@ class WebSocket:
         "_fd",
         "_buf",
         "_max_bytes",
+        "_max_fragments",
         "_parts",
-        "_parts_size",
+        "_fragments",
         "_parts_op",
+        "_pong",
+        "_frames_since_yield",
         "_lock",
         "_owed",
         "_broken",
@@ -129,15 +140,26 @@ class WebSocket:
     )
 
     def __init__(
-        self, stream: trio.SocketStream, *, max_message_bytes: int, buffered: bytes = b""
+        self,
+        stream: trio.SocketStream,
+        *,
+        max_message_bytes: int,
+        max_fragments: int = 1024,
+        buffered: bytes = b"",
     ) -> None:
         self._sock = stream.socket
         self._fd = stream.socket.fileno()
         self._buf = bytearray(buffered)
         self._max_bytes = max_message_bytes
-        self._parts: list[bytes] = []
-        self._parts_size = 0
+        self._max_fragments = max_fragments
+        # The message in progress (fragments so far, unmasked), its frame count and opcode.
+        self._parts = bytearray()
+        self._fragments = 0
         self._parts_op = -1
+        # The payload of the newest ping not yet answered (RFC 6455 section 5.5.3
+        # lets a burst of pings be answered by one pong, for the newest).
+        self._pong: bytes | None = None
+        self._frames_since_yield = 0
         self._lock = trio.Lock()
         # What a cancelled write left of a frame it had begun (sent before anything else).
         self._owed: list[memoryview | bytes] = []
@@ -159,7 +181,9 @@ class WebSocket:
         """The next message; None when the connection is over.
 
         It waits for the socket only when no whole message is buffered, so a
-        burst already read (up to 64 KiB) is handed out without a scheduler pass.
+        burst already read (up to 64 KiB) is handed out without a scheduler pass,
+        but never more than :data:`FRAMES_PER_YIELD` frames: a flood of tiny
+        frames cannot keep the other rooms from running.
         """
         while True:
             if not self.open:
@@ -170,12 +194,15 @@ class WebSocket:
             except _Failed as failure:
                 await self._fail(failure.code, failure.reason)
                 return None
+            if self._pong is not None:
+                await self._send_pong()
             if message is not None:
                 return message
             if self.open and not await self._read_more():
                 return None
 
     async def _read_more(self) -> bool:
+        self._frames_since_yield = 0
         await wait_readable(self._sock)
         try:
             data = os.read(self._fd, _READ_BYTES)
@@ -191,65 +218,101 @@ class WebSocket:
         return True
 
     async def _next_message(self) -> bytes | str | None:
-        """Parse one complete message out of the buffer, answering control frames."""
+        """Parse one complete message out of the buffer, noting control frames.
+
+        Frames are read at an offset and the buffer is cut once at the end, so a
+        buffer of many small frames costs time in proportion to its size.
+        """
         buf = self._buf
-        while True:
-            have = len(buf)
-            if have < 2:
+        pos = 0
+        try:
+            while True:
+                if self._frames_since_yield >= FRAMES_PER_YIELD:
+                    del buf[:pos]
+                    pos = 0
+                    self._frames_since_yield = 0
+                    await trio.lowlevel.checkpoint()
+                    if not self.open:
+                        return None
+                frame = self._parse_frame(buf, pos)
+                if frame is None:
+                    return None
+                opcode, fin, start, end = frame
+                payload = _unmask(bytes(buf[start:end]), bytes(buf[start - 4 : start]))
+                pos = end
+                self._frames_since_yield += 1
+                if opcode >= _OP_CLOSE:
+                    await self._on_control(opcode, payload)
+                    if not self.open:
+                        return None
+                    continue
+                if opcode != _OP_CONT:
+                    if fin:
+                        return self._message(opcode, payload)
+                    self._parts_op = opcode
+                self._parts += payload
+                self._fragments += 1
+                if fin:
+                    op, whole = self._parts_op, bytes(self._parts)
+                    self._parts = bytearray()
+                    self._fragments = 0
+                    self._parts_op = -1
+                    return self._message(op, whole)
+        finally:
+            del buf[:pos]
+
+    def _parse_frame(self, buf: bytearray, pos: int) -> tuple[int, int, int, int] | None:
+        """(opcode, fin, payload start, payload end) of the frame at ``pos``, or None if cut.
+
+        Raises :class:`_Failed` for a frame the RFC forbids, as soon as its header says so.
+        """
+        have = len(buf) - pos
+        if have < 2:
+            return None
+        b0, b1 = buf[pos], buf[pos + 1]
+        size = b1 & 0x7F
+        offset = 2
+        if b0 & 0x70:
+            raise _Failed(_PROTOCOL_ERROR, "reserved bits set (no extension was agreed)")
+        if not b1 & 0x80:
+            raise _Failed(_PROTOCOL_ERROR, "client frames must be masked")
+        opcode = b0 & 0x0F
+        fin = b0 & 0x80
+        if opcode in _CONTROL_OPS:
+            if not fin or size > 125:
+                raise _Failed(_PROTOCOL_ERROR, "control frames must be short and whole")
+        elif opcode not in _DATA_OPS:
+            raise _Failed(_PROTOCOL_ERROR, f"unknown opcode {opcode}")
+        elif opcode == _OP_CONT:
+            if self._parts_op < 0:
+                raise _Failed(_PROTOCOL_ERROR, "continuation without a message to continue")
+        elif self._parts_op >= 0:
+            raise _Failed(_PROTOCOL_ERROR, "new message before the last one ended")
+        if size == 126:
+            if have < 4:
                 return None
-            b0, b1 = buf[0], buf[1]
-            size = b1 & 0x7F
-            offset = 2
-            if size == 126:
-                if have < 4:
-                    return None
-                size = _U16.unpack_from(buf, 2)[0]
-                offset = 4
-            elif size == 127:
-                if have < 10:
-                    return None
-                size = struct.unpack_from("!Q", buf, 2)[0]
-                offset = 10
-            opcode = b0 & 0x0F
-            fin = b0 & 0x80
-            if b0 & 0x70:
-                raise _Failed(_PROTOCOL_ERROR, "reserved bits set (no extension was agreed)")
-            if not b1 & 0x80:
-                raise _Failed(_PROTOCOL_ERROR, "client frames must be masked")
-            if opcode in _CONTROL_OPS:
-                if not fin or size > 125:
-                    raise _Failed(_PROTOCOL_ERROR, "control frames must be short and whole")
-            elif opcode not in _DATA_OPS:
-                raise _Failed(_PROTOCOL_ERROR, f"unknown opcode {opcode}")
-            elif opcode == _OP_CONT:
-                if self._parts_op < 0:
-                    raise _Failed(_PROTOCOL_ERROR, "continuation without a message to continue")
-            elif self._parts_op >= 0:
-                raise _Failed(_PROTOCOL_ERROR, "new message before the last one ended")
-            if opcode in _DATA_OPS and self._parts_size + size > self._max_bytes:
+            size = _U16.unpack_from(buf, pos + 2)[0]
+            offset = 4
+            if size < 126:
+                raise _Failed(_PROTOCOL_ERROR, "frame length not in its shortest form")
+        elif size == 127:
+            if have < 10:
+                return None
+            size = _U64.unpack_from(buf, pos + 2)[0]
+            offset = 10
+            if size < 65536 or size >> 63:
+                raise _Failed(_PROTOCOL_ERROR, "frame length not in its shortest form")
+        if opcode in _DATA_OPS:
+            if len(self._parts) + size > self._max_bytes:
                 raise _Failed(_TOO_BIG, f"message over {self._max_bytes} bytes")
-            end = offset + 4 + size
-            if have < end:
-                return None
-            payload = _unmask(bytes(buf[offset + 4 : end]), bytes(buf[offset : offset + 4]))
-            del buf[:end]
-            if opcode in _CONTROL_OPS:
-                await self._on_control(opcode, payload)
-                if not self.open:
-                    return None
-                continue
-            if opcode != _OP_CONT and fin:
-                return self._message(opcode, payload)
-            if opcode != _OP_CONT:
-                self._parts_op = opcode
-            self._parts.append(payload)
-            self._parts_size += size
-            if fin:
-                op, whole = self._parts_op, b"".join(self._parts)
-                self._parts.clear()
-                self._parts_size = 0
-                self._parts_op = -1
-                return self._message(op, whole)
+            if not fin or opcode == _OP_CONT:
+                if self._fragments >= self._max_fragments:
+                    raise _Failed(_TOO_BIG, f"message in over {self._max_fragments} frames")
+        start = pos + offset + 4
+        end = start + size
+        if len(buf) < end:
+            return None
+        return opcode, fin, start, end
 
     @staticmethod
     def _message(opcode: int, payload: bytes) -> bytes | str:
@@ -262,7 +325,7 @@ class WebSocket:
 
     async def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == _OP_PING:
-            await self._write([_header(_OP_PONG, len(payload)), payload])
+            self._pong = payload  # answered before the next wait (see receive)
         elif opcode == _OP_CLOSE:
             self.close_received = True
             if len(payload) == 1:
@@ -279,6 +342,12 @@ class WebSocket:
                 reply = _U16.pack(code) if payload else b""
                 self.close_sent = True
                 await self._write_quietly([_header(_OP_CLOSE, len(reply)), reply])
+
+    async def _send_pong(self) -> None:
+        payload, self._pong = self._pong, None
+        if payload is not None and not (self.close_sent or self._broken):
+            # A peer lost mid-pong ends the connection like any lost peer.
+            await self._write_quietly([_header(_OP_PONG, len(payload)), payload])
 
     async def _fail(self, code: int, reason: str) -> None:
         self.close_code = code
