@@ -33,6 +33,7 @@ from .config import ConfigError, Settings, default_db_path
 from .metrics import ServerMetrics
 from .providers import Brain, EchoBrain, Voice
 from .providers.azure_realtime import AzureRealtimeBrain
+from .providers.breaker import CircuitBreaker
 from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .room import CloseCode, Room
@@ -75,6 +76,15 @@ class VoiceTrioApp:
         self.metrics.outbox_depth_max = lambda: max(
             (r.outbox_depth for r in self.rooms.values()), default=0
         )
+        #: One breaker per provider for the whole process, shared by every room (issue #10).
+        self.azure_breaker = CircuitBreaker("azure", errors=self.metrics.upstream_errors)
+        self.metrics.circuit_open["azure"] = self.azure_breaker.is_open
+        self.metrics.circuit_open["cartesia"] = lambda: (
+            self.cartesia is not None and self.cartesia.breaker.is_open()
+        )
+        self.metrics.circuit_open["asr"] = lambda: (
+            self.speech is not None and self.speech.breaker.is_open()
+        )
         self._http = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -106,6 +116,7 @@ class VoiceTrioApp:
                 output="audio" if settings.voice == "none" else "text",
                 voice=settings.azure_voice,
                 session_max_s=settings.azure_session_max_s,
+                breaker=self.azure_breaker,
             )
         first = room.conversation is None
         return LocalBrain(
@@ -185,6 +196,7 @@ class VoiceTrioApp:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.metrics.loop_lag.run)
             if self.speech is not None:
+                self.speech.breaker.errors = self.metrics.upstream_errors
                 await nursery.start(self.speech.run)
             if settings.voice == "cartesia":
                 self.cartesia = CartesiaPool(
@@ -192,6 +204,7 @@ class VoiceTrioApp:
                     base_url=settings.cartesia_base_url,
                     version=settings.cartesia_version,
                     max_sockets=settings.cartesia_max_sockets,
+                    breaker=CircuitBreaker("cartesia", errors=self.metrics.upstream_errors),
                 )
                 await nursery.start(self.cartesia.run)
             nursery.start_soon(self._sweep, settings)

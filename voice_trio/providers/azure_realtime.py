@@ -16,6 +16,16 @@ Tasks, all in the brain's nursery (itself in the room's upstream nursery):
   turn's text and audio in a cancel scope an interrupt cancels;
 - tool calls, one task per response that asked for them.
 
+Faults (issue #10). Every connection attempt asks the process's Azure
+:class:`~.breaker.CircuitBreaker` first (an open breaker is an immediate
+``upstream_circuit_open`` error, no network). A session counts as a success
+only once it has stayed up ``stable_after_s``; one refused, timed out, or
+closed before that is a failure, for the breaker and for this brain's own
+bound of ``reconnect_tries`` consecutive failures (after which the room gets
+``upstream_unavailable`` and the brain ends). A session that is owed events
+(a ``response.create`` sent, a response under way) and hears nothing for
+``stall_timeout_s`` is closed as stalled (``upstream_stalled``) and replaced.
+
 Settings are constructor arguments; the app reads them from the environment.
 """
 
@@ -25,6 +35,7 @@ import binascii
 import collections
 import dataclasses
 import logging
+import math
 import random
 import re
 import ssl
@@ -37,6 +48,7 @@ import trio_websocket
 
 from ._socket import open_provider_socket, websocket_base
 from .base import BrainError, BrainEvents, SessionOptions, Turn
+from .breaker import Attempt, Backoff, CircuitBreaker, CircuitOpen
 
 if TYPE_CHECKING:
     from ..agent import Conversation
@@ -221,6 +233,15 @@ class _Link:
         self.opened_at = trio.current_time()
         self.ended = trio.Event()
         self.expired = False
+        #: This brain closes it (rotation): its end says nothing bad about Azure.
+        self.closing = False
+        #: It stayed up long enough to count as a success.
+        self.stable = False
+        #: Closed by the brain after ``stall_timeout_s`` of silence while owed events.
+        self.stalled = False
+        self.last_event_at = self.opened_at
+        #: Around each wait for an event; its deadline is the stall deadline.
+        self.wait_scope: trio.CancelScope | None = None
         self.active: _ResponseState | None = None
         self.create_in_flight: str | None = None  # event_id of our response.create
         self.pending_create = False
@@ -236,6 +257,11 @@ class _Link:
             tuple[int, _ResponseState, Any]
         ](_RESPONSE_EVENTS_MAX)
         self.peeked: tuple[int, _ResponseState, Any] | None = None
+
+    @property
+    def owed(self) -> bool:
+        """Azure owes this session events: a response.create is out or a response runs."""
+        return self.active is not None or self.create_in_flight is not None
 
     @property
     def busy(self) -> bool:
@@ -305,6 +331,10 @@ class AzureRealtimeBrain:
         rotate_grace_s: float = 4 * 60.0,
         restore_items: int = 20,
         ssl_context: ssl.SSLContext | None = None,
+        breaker: CircuitBreaker | None = None,
+        stall_timeout_s: float = 20.0,
+        stable_after_s: float = 5.0,
+        rng: random.Random | None = None,
     ) -> None:
         if output not in ("audio", "text"):
             raise ValueError(f"output must be 'audio' or 'text', not {output!r}")
@@ -322,8 +352,15 @@ class AzureRealtimeBrain:
         self._transcription_model = transcription_model
         self._turn_detection: TurnDetection = turn_detection
         self._reconnect_tries = reconnect_tries
-        self._backoff_s = backoff_s
-        self._backoff_max_s = backoff_max_s
+        self._backoff = Backoff(backoff_s, backoff_max_s)
+        self._rng = rng
+        #: Shared by every room of the process; None: this brain's own (tests, scripts).
+        self._breaker = breaker or CircuitBreaker("azure")
+        self._stall_timeout_s = stall_timeout_s
+        self._stable_after_s = stable_after_s
+        # Consecutive failed sessions (refused, timed out, dropped before stable).
+        self._failures = 0
+        self._last_failure = ""
         self._connect_timeout_s = connect_timeout_s
         self._session_max_s = session_max_s
         self._rotate_grace_s = rotate_grace_s
@@ -436,61 +473,110 @@ class AzureRealtimeBrain:
     # ------------------------------------------------------------ sessions
 
     async def _connect(self) -> _Link:
-        """Open a configured session, retrying transient failures with backoff."""
+        """Open a configured session, retrying transient failures with jittered backoff.
+
+        Every attempt asks the process's breaker first. Gives up (``upstream_unavailable``)
+        once ``reconnect_tries + 1`` sessions in a row have failed, counting the ones
+        that opened and then dropped before they were stable.
+        """
         assert self._nursery is not None
-        last = ""
-        for attempt in range(self._reconnect_tries + 1):
-            if attempt:
-                delay = min(self._backoff_max_s, self._backoff_s * 2 ** (attempt - 1))
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+        while True:
+            if self._failures > self._reconnect_tries:
+                raise BrainError(
+                    "upstream_unavailable",
+                    f"could not reach Azure OpenAI Realtime after {self._failures} "
+                    f"attempts ({self._last_failure})",
+                )
+            if self._failures:
+                await trio.sleep(self._backoff.delay(self._failures, self._rng))
             try:
-                link: _Link = await self._nursery.start(self._hold, self._sessions + 1)
+                attempt = self._breaker.admit()
+            except CircuitOpen as exc:
+                raise BrainError(
+                    "upstream_circuit_open",
+                    f"Azure OpenAI Realtime is failing ({exc.reason}); new sessions are "
+                    f"paused, next try in {max(1, round(exc.retry_in_s))} s",
+                ) from None
+            try:
+                link: _Link = await self._nursery.start(self._hold, self._sessions + 1, attempt)
             except _Retry as exc:
-                last = str(exc)
-                log.info("Azure Realtime connection attempt %d failed: %s", attempt + 1, last)
+                log.info("Azure Realtime connection attempt failed: %s", exc)
                 continue
             self._sessions += 1
             return link
-        raise BrainError(
-            "upstream_unavailable",
-            f"could not reach Azure OpenAI Realtime after {self._reconnect_tries + 1} "
-            f"attempts ({last})",
-        )
 
-    async def _hold(self, number: int, *, task_status: trio.TaskStatus[_Link]) -> None:
-        """Own one session's socket and tasks until it closes or is closed."""
+    async def _hold(
+        self, number: int, attempt: Attempt, *, task_status: trio.TaskStatus[_Link]
+    ) -> None:
+        """Own one session's socket and tasks until it closes or is closed.
+
+        Settles ``attempt``: failed if the session never opened or ended unasked
+        before it was stable; released if it was closed by this brain or cancelled.
+        """
         link: _Link | None = None
-        started = False
         try:
-            async with open_provider_socket(
-                self._url,
-                ssl_context=self._ssl_context,
-                headers=self._headers,
-                connect_timeout_s=self._connect_timeout_s,
-            ) as ws:
-                link = _Link(ws, number)
-                await ws.send_message(self._session_update(first=True))
-                self._events_out += 1
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._respond, link)
-                    task_status.started(link)
-                    started = True
-                    try:
-                        await self._receive(link)
-                    finally:
-                        # The responder voices what it already has, then stops.
-                        link.responses_tx.close()
-                        self._end(link)
-        except trio_websocket.ConnectionRejected as exc:
-            if not started:
+            try:
+                async with open_provider_socket(
+                    self._url,
+                    ssl_context=self._ssl_context,
+                    headers=self._headers,
+                    connect_timeout_s=self._connect_timeout_s,
+                ) as ws:
+                    link = _Link(ws, number)
+                    await ws.send_message(self._session_update(first=True))
+                    self._events_out += 1
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._respond, link)
+                        stable_scope = trio.CancelScope()
+                        nursery.start_soon(self._mark_stable, link, attempt, stable_scope)
+                        task_status.started(link)
+                        try:
+                            await self._receive(link)
+                        finally:
+                            stable_scope.cancel()
+                            # The responder voices what it already has, then stops.
+                            link.responses_tx.close()
+                            self._end(link)
+            except trio_websocket.ConnectionRejected as exc:
+                if link is not None:
+                    raise
+                reason = f"HTTP {exc.status_code}"
+                self._session_failed(attempt, reason)
                 raise self._rejected(exc.status_code) from None
-        except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError) as exc:
-            if not started:
-                raise _Retry(type(exc).__name__) from None
-            # After the handshake: the session is over; the supervisor decides what next.
+            except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError) as exc:
+                if link is None:
+                    reason = _attempt_error(exc)
+                    self._session_failed(attempt, reason)
+                    raise _Retry(reason) from None
+                # After the handshake: the session is over; the supervisor decides what next.
+            if link is not None and not link.closing and not link.expired:
+                reason = "stalled" if link.stalled else "dropped"
+                if not link.stable:
+                    self._session_failed(attempt, f"session {reason} after opening")
+                else:
+                    self._breaker.record_failure(f"session {reason}")
+                    self._last_failure = f"session {reason}"
+        except BrainError as exc:
+            if link is not None and not link.stable:
+                self._session_failed(attempt, exc.code)
+            raise
         finally:
+            attempt.release()  # only if not settled: cancelled, or closed by this brain
             if link is not None:
                 self._end(link)
+
+    def _session_failed(self, attempt: Attempt, reason: str) -> None:
+        self._failures += 1
+        self._last_failure = reason
+        attempt.failed(reason)
+
+    async def _mark_stable(self, link: _Link, attempt: Attempt, scope: trio.CancelScope) -> None:
+        """The session stayed up: a success for the breaker and this brain's count."""
+        with scope:
+            await trio.sleep(self._stable_after_s)
+            link.stable = True
+            self._failures = 0
+            attempt.succeeded()
 
     def _end(self, link: _Link) -> None:
         state, link.active = link.active, None
@@ -571,6 +657,7 @@ class AzureRealtimeBrain:
             self._rotations += 1
             # A normal close: its responder still voices what it has received.
             assert self._nursery is not None
+            link.closing = True
             self._nursery.start_soon(link.ws.aclose)
             link = fresh
             rotate_at = link.opened_at + self._session_max_s
@@ -619,6 +706,7 @@ class AzureRealtimeBrain:
         event_id = f"create_{self._creates}"
         link.create_in_flight = event_id
         link.update_quiet()
+        self._expect_events(link)
         if not await self._send_on(link, {"type": "response.create", "event_id": event_id}):
             link.create_in_flight = None
 
@@ -714,10 +802,17 @@ class AzureRealtimeBrain:
     async def _receive(self, link: _Link) -> None:
         ws = link.ws
         while True:
-            try:
-                raw = await ws.get_message()
-            except trio_websocket.ConnectionClosed:
+            with trio.CancelScope(deadline=self._stall_deadline(link)) as link.wait_scope:
+                try:
+                    raw = await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    return
+            if link.wait_scope.cancelled_caught:
+                if not link.owed or self._stall_deadline(link) > trio.current_time():
+                    continue  # what was owed arrived or was withdrawn meanwhile
+                await self._stalled(link)
                 return
+            link.last_event_at = trio.current_time()
             self._events_in += 1
             try:
                 event = _decoder.decode(raw)
@@ -726,6 +821,31 @@ class AzureRealtimeBrain:
                     "upstream_protocol", "Azure OpenAI sent an event this server cannot read"
                 ) from None
             await self._dispatch(link, event)
+
+    def _stall_deadline(self, link: _Link) -> float:
+        if not link.owed:
+            return math.inf
+        return link.last_event_at + self._stall_timeout_s
+
+    def _expect_events(self, link: _Link) -> None:
+        """Something was asked of Azure: bring the stall deadline in, if it was not set."""
+        if link.wait_scope is not None:
+            link.last_event_at = max(link.last_event_at, trio.current_time())
+            link.wait_scope.deadline = min(link.wait_scope.deadline, self._stall_deadline(link))
+
+    async def _stalled(self, link: _Link) -> None:
+        """Azure owes events and has sent none for ``stall_timeout_s``: give up on the session."""
+        link.stalled = True
+        log.warning(
+            "Azure Realtime session %d stalled: nothing for %.0f s during a response",
+            link.number,
+            self._stall_timeout_s,
+        )
+        assert self._events is not None
+        await self._events.error(
+            "upstream_stalled",
+            f"the model stopped answering for {self._stall_timeout_s:g} s; reconnecting",
+        )
 
     async def _dispatch(self, link: _Link, event: _ServerEvent) -> None:
         events = self._events
@@ -803,6 +923,7 @@ class AzureRealtimeBrain:
             details = response.status_details
             error = details.error if details is not None else None
             message = (error.message if error else None) or "the model could not answer"
+            self._breaker.count_error()
             await self._events.error("upstream_response_failed", self._redact(message))
         if calls and response.status == "completed" and not state.cancelled:
             link.tools_running += 1
@@ -830,6 +951,7 @@ class AzureRealtimeBrain:
             log.debug("Azure Realtime: %s", code)
             return
         assert self._events is not None
+        self._breaker.count_error()
         word = _CODE_CHARS.sub("_", code.lower()).strip("_") or "error"
         await self._events.error(
             f"upstream_{word}", self._redact(error.message or "the model reported an error")
@@ -873,7 +995,7 @@ class AzureRealtimeBrain:
             item = await self._next(link)
             if item is None:
                 # The session dropped mid-reply: end the turn with what was said.
-                if not state.done and self._events is not None:
+                if not state.done and not link.stalled and self._events is not None:
                     await self._events.error(
                         "upstream_interrupted",
                         "the connection to the model dropped mid-reply; reconnecting",
@@ -939,6 +1061,15 @@ def _default_instructions(language: str) -> str:
             "(một hai câu mỗi lượt)."
         )
     return f"You are a voice assistant. Answer briefly, in the language {language!r}."
+
+
+def _attempt_error(exc: BaseException) -> str:
+    """A failed attempt in plain words (never the URL or headers, which hold the key)."""
+    if isinstance(exc, trio_websocket.ConnectionTimeout):
+        return "handshake timed out"
+    if isinstance(exc, OSError):
+        return f"network error ({type(exc).__name__})"
+    return type(exc).__name__
 
 
 def _brain_errors(group: BaseExceptionGroup[Any]) -> list[BrainError] | None:

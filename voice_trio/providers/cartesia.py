@@ -12,6 +12,14 @@ each multiplexing a bounded number of contexts from many rooms. A socket's
 reader never waits on a room: each context has its own bounded audio queue,
 and a context that lets it fill is failed alone. A socket that fails fails its
 own contexts only (those rooms get an error); the next response opens a fresh one.
+
+Faults (issue #10): opening a socket asks the pool's
+:class:`~.breaker.CircuitBreaker` first (open: ``tts_circuit_open`` at once, no
+network); after a failed open the next one waits a jittered exponential
+backoff, so rooms asking together do not hammer a Cartesia that refuses them
+(Pipecat #871). A socket counts as a success when it delivers audio; one that
+closes or errors before that is a failure. A context that is owed audio and
+hears nothing for ``stall_timeout_s`` fails alone (``tts_stalled``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import logging
+import math
+import random
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -30,6 +40,7 @@ import trio_websocket
 
 from ._socket import open_provider_socket, websocket_base
 from .base import BrainError, SessionOptions
+from .breaker import Attempt, Backoff, CircuitBreaker, CircuitOpen
 
 __all__ = ["CartesiaPool", "CartesiaPoolStatistics", "CartesiaVoice", "tts_url"]
 
@@ -74,7 +85,7 @@ class CartesiaPoolStatistics:
 class _Context:
     """One response's synthesis on a shared socket."""
 
-    __slots__ = ("id", "socket", "tx", "rx", "error", "ended", "sent_last")
+    __slots__ = ("id", "socket", "tx", "rx", "error", "ended", "sent_last", "unanswered_since")
 
     def __init__(self, context_id: str, socket: _Socket, audio_max: int) -> None:
         self.id = context_id
@@ -83,6 +94,13 @@ class _Context:
         self.error: str | None = None
         self.ended = False  # Cartesia said done, or the context failed
         self.sent_last = False
+        #: When text went out that Cartesia has not answered yet (None: nothing owed).
+        self.unanswered_since: float | None = None
+
+    def heard(self) -> None:
+        """A message for this context arrived: only the final ``done`` is owed now, if asked."""
+        owed = self.sent_last and not self.ended
+        self.unanswered_since = trio.current_time() if owed else None
 
     def push(self, pcm: bytes) -> None:
         try:
@@ -108,6 +126,8 @@ class _Socket:
         self.number = number
         self.contexts: dict[str, _Context] = {}
         self.dead = False
+        #: Delivered audio: the breaker has been told it works.
+        self.proven = False
 
 
 class CartesiaPool:
@@ -128,6 +148,11 @@ class CartesiaPool:
         connect_timeout_s: float = 10.0,
         acquire_timeout_s: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        breaker: CircuitBreaker | None = None,
+        stall_timeout_s: float = 15.0,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        rng: random.Random | None = None,
     ) -> None:
         self._url = tts_url(base_url)
         self._api_key = api_key
@@ -141,6 +166,15 @@ class CartesiaPool:
         self._connect_timeout_s = connect_timeout_s
         self._acquire_timeout_s = acquire_timeout_s
         self._ssl_context = ssl_context
+        #: One per process (the app's); shows on /metrics as voice_trio_circuit_open.
+        self.breaker = breaker or CircuitBreaker("cartesia")
+        self.stall_timeout_s = stall_timeout_s
+        self._backoff = Backoff(backoff_s, backoff_max_s)
+        self._rng = rng
+        # Consecutive failed opens, and when the next open may be tried.
+        self._open_failures = 0
+        self._retry_at = -math.inf
+        self._last_failure = ""
         self._nursery: trio.Nursery | None = None
         self._sockets: list[_Socket] = []
         self._opening = 0
@@ -185,10 +219,23 @@ class CartesiaPool:
                     socket.contexts[context.id] = context
                     return context
                 if len(live) + self._opening < self._max_sockets:
+                    if trio.current_time() < self._retry_at:
+                        await trio.sleep_until(self._retry_at)  # backoff after a failed open
+                        continue
                     await self._open_socket()
                     continue
                 await self._capacity.wait()
+        if self._open_failures:
+            raise BrainError(
+                "tts_unavailable", f"could not reach Cartesia ({self._last_failure}); retrying"
+            )
         raise BrainError("tts_busy", "every Cartesia connection is full; please try again")
+
+    def context_stalled(self, context: _Context) -> None:
+        """Cartesia owes ``context`` audio and sent nothing for ``stall_timeout_s``."""
+        self._contexts_failed += 1
+        log.warning("Cartesia context %s stalled (%.0f s)", context.id, self.stall_timeout_s)
+        self.breaker.record_failure("a context stalled")
 
     def release(self, context: _Context) -> None:
         if context.socket.contexts.pop(context.id, None) is not None:
@@ -198,13 +245,30 @@ class CartesiaPool:
     async def _open_socket(self) -> None:
         if self._nursery is None:
             raise RuntimeError("CartesiaPool.run is not running")
+        try:
+            attempt = self.breaker.admit()
+        except CircuitOpen as exc:
+            raise BrainError(
+                "tts_circuit_open",
+                f"Cartesia is failing ({exc.reason}); the voice is paused, next try in "
+                f"{max(1, round(exc.retry_in_s))} s",
+            ) from None
         self._opening += 1
         try:
             self._numbers += 1
-            socket: _Socket = await self._nursery.start(self._hold, self._numbers)
+            socket: _Socket = await self._nursery.start(self._hold, self._numbers, attempt)
+        except BrainError as exc:
+            self._open_failed(exc.message)
+            raise
         finally:
             self._opening -= 1
         self._sockets.append(socket)
+
+    def _open_failed(self, reason: str) -> None:
+        self._open_failures += 1
+        self._last_failure = reason
+        delay = self._backoff.delay(self._open_failures, self._rng)
+        self._retry_at = trio.current_time() + delay
 
     async def send(self, context: _Context, request: dict[str, Any]) -> None:
         if context.socket.dead:
@@ -213,11 +277,16 @@ class CartesiaPool:
             await context.socket.ws.send_message(_encoder.encode(request).decode())
         except trio_websocket.ConnectionClosed:
             raise BrainError("tts_failed", "the connection to Cartesia dropped") from None
+        if context.unanswered_since is None and not request.get("cancel"):
+            context.unanswered_since = trio.current_time()
 
     # ------------------------------------------------------------ sockets
 
-    async def _hold(self, number: int, *, task_status: trio.TaskStatus[_Socket]) -> None:
+    async def _hold(
+        self, number: int, attempt: Attempt, *, task_status: trio.TaskStatus[_Socket]
+    ) -> None:
         socket: _Socket | None = None
+        cancelled = False
         try:
             async with open_provider_socket(
                 self._url,
@@ -227,33 +296,52 @@ class CartesiaPool:
             ) as ws:
                 socket = _Socket(ws, number)
                 task_status.started(socket)
-                await self._read(socket)
+                await self._read(socket, attempt)
         except trio_websocket.ConnectionRejected as exc:
             if socket is None:
-                if exc.status_code in (401, 403):
+                status = exc.status_code
+                attempt.failed(f"HTTP {status}")
+                if status in (401, 403):
                     raise BrainError(
                         "tts_auth",
-                        f"Cartesia refused the credentials (HTTP {exc.status_code}): "
-                        "check CARTESIA_API_KEY",
+                        f"Cartesia refused the credentials (HTTP {status}): check CARTESIA_API_KEY",
                         fatal=True,
                     ) from None
                 raise BrainError(
-                    "tts_unavailable", f"Cartesia refused the connection (HTTP {exc.status_code})"
+                    "tts_unavailable", f"Cartesia refused the connection (HTTP {status})"
                 ) from None
         except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError) as exc:
             if socket is None:
+                reason = (
+                    "handshake timed out"
+                    if isinstance(exc, trio_websocket.ConnectionTimeout)
+                    else type(exc).__name__
+                )
+                attempt.failed(reason)
                 raise BrainError(
-                    "tts_unavailable", f"could not reach Cartesia ({type(exc).__name__})"
+                    "tts_unavailable", f"could not reach Cartesia ({reason})"
                 ) from None
+        except trio.Cancelled:
+            cancelled = True  # the pool is shutting down: nothing to hold against Cartesia
+            raise
         finally:
             if socket is not None:
-                self._retire(socket, "the connection to Cartesia dropped")
+                self._retire(
+                    socket, "the connection to Cartesia dropped", None if cancelled else attempt
+                )
+            attempt.release()  # only if unsettled: the pool was cancelled
 
-    def _retire(self, socket: _Socket, reason: str) -> None:
+    def _retire(self, socket: _Socket, reason: str, attempt: Attempt | None = None) -> None:
         """A socket is gone: fail its unfinished contexts (only those), free its slots."""
         if socket.dead:
             return
         socket.dead = True
+        if attempt is not None:  # None: the pool's own shutdown
+            if not socket.proven:
+                attempt.failed(reason)
+                self._open_failed(reason)
+            elif any(not c.ended for c in socket.contexts.values()):
+                self.breaker.record_failure(reason)
         if socket in self._sockets:
             self._sockets.remove(socket)
         failed = [c for c in socket.contexts.values() if not c.ended]
@@ -266,7 +354,7 @@ class CartesiaPool:
         self._capacity.set()
         self._capacity = trio.Event()
 
-    async def _read(self, socket: _Socket) -> None:
+    async def _read(self, socket: _Socket, attempt: Attempt) -> None:
         ws = socket.ws
         while True:
             try:
@@ -276,24 +364,36 @@ class CartesiaPool:
             try:
                 message = _decoder.decode(raw)
             except msgspec.DecodeError:
-                self._retire(socket, "Cartesia sent a message this server cannot read")
+                self._retire(socket, "Cartesia sent a message this server cannot read", attempt)
                 return
             context = socket.contexts.get(message.context_id or "")
             if message.type == "error" and context is None:
-                reason = message.message or message.title or "Cartesia reported an error"
+                reason = self._redact(message.message or message.title or "error")
                 if message.context_id:
                     continue  # about a context already cancelled and released
-                self._retire(socket, f"Cartesia: {reason}")
+                self._retire(socket, f"Cartesia: {reason}", attempt)
                 return
             if context is None:
                 continue  # the rest of a cancelled context
             if message.type == "chunk" and message.data:
+                if not socket.proven:
+                    socket.proven = True
+                    self._open_failures = 0
+                    attempt.succeeded()
                 context.push(binascii.a2b_base64(message.data))
+                context.heard()
             elif message.type == "done":
                 context.finish()
             elif message.type == "error":
                 self._contexts_failed += 1
-                context.fail(f"Cartesia: {message.message or message.title or 'error'}")
+                reason = self._redact(message.message or message.title or "error")
+                self.breaker.record_failure(f"Cartesia: {reason}")
+                context.fail(f"Cartesia: {reason}")
+
+    def _redact(self, message: str) -> str:
+        if self._api_key and self._api_key in message:
+            message = message.replace(self._api_key, "***")
+        return message[:300]
 
 
 class CartesiaVoice:
@@ -379,9 +479,25 @@ class CartesiaVoice:
         return context
 
     async def _play(self, context: _Context, emit: Callable[[bytes], Awaitable[None]]) -> None:
+        stall_s = self._pool.stall_timeout_s
         async with context.rx:
-            async for pcm in context.rx:
-                await emit(pcm)
+            while True:
+                since = context.unanswered_since
+                now = trio.current_time()
+                if since is not None and now - since >= stall_s:
+                    self._pool.context_stalled(context)
+                    raise BrainError(
+                        "tts_stalled", f"the voice stopped answering for {stall_s:g} s"
+                    )
+                wake = now + stall_s if since is None else since + stall_s
+                pcm = b""
+                with trio.move_on_at(wake):
+                    try:
+                        pcm = await context.rx.receive()
+                    except trio.EndOfChannel:
+                        break
+                if pcm:
+                    await emit(pcm)  # never under the stall deadline: a slow room is not a stall
         if context.error is not None:
             raise BrainError("tts_failed", context.error)
 

@@ -28,6 +28,7 @@ import numpy as np
 import trio
 
 from .base import BrainError, BrainEvents, SessionOptions
+from .breaker import Attempt, CircuitBreaker, CircuitOpen
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -75,6 +76,10 @@ class LocalSpeech:
         self.asr_limiter = trio.CapacityLimiter(asr_workers)
         self.asr_queue_max = asr_queue_max
         self.asr_max_wait_s = asr_max_wait_s
+        #: The recognizer's breaker (process-wide, like the model): after repeated
+        #: failures inside the model, turns get ``asr_unavailable`` at once for a
+        #: cool-down instead of each spending a worker on a model that fails.
+        self.breaker = CircuitBreaker("asr")
 
     @property
     def vad(self) -> VadBatcher:
@@ -130,12 +135,27 @@ class LocalSpeech:
         finally:
             self._vad = None
 
+    def _admit(self) -> Attempt:
+        try:
+            return self.breaker.admit()
+        except CircuitOpen as exc:
+            raise BrainError(
+                "asr_unavailable",
+                "speech recognition is failing; please type instead, or try again in "
+                f"{max(1, round(exc.retry_in_s))} s",
+            ) from None
+
     async def transcribe(self, audio: np.ndarray[Any, Any], *, language: str) -> str:
         """Recognise a turn: rooms wait their turn fairly (FIFO), boundedly.
 
-        Raises :class:`BrainError` when too many rooms wait already, or when this
-        one waited longer than ``asr_max_wait_s``; the room then says so.
+        Raises :class:`BrainError` when too many rooms wait already, when this
+        one waited longer than ``asr_max_wait_s``, or when the model failed
+        (``asr_failed``; ``asr_unavailable`` while its breaker is open); the room
+        then says so and goes on.
         """
+        from ..speech.asr import RecognizerError
+
+        self._admit().release()  # refused at once while open, before any waiting
         limiter = self.asr_limiter
         if limiter.statistics().tasks_waiting >= self.asr_queue_max:
             raise BrainError("asr_busy", "speech recognition is saturated; please try again")
@@ -147,11 +167,25 @@ class LocalSpeech:
                 f"speech recognition was busy for {self.asr_max_wait_s:g} s; please say that again",
             )
         try:
-            return await trio.to_thread.run_sync(
+            attempt = self._admit()
+        except BrainError:
+            limiter.release()
+            raise
+        try:
+            text = await trio.to_thread.run_sync(
                 lambda: self.recognizer.transcribe_sync(audio, language=language)
             )
+        except RecognizerError as exc:
+            log.warning("speech recognition failed: %s", exc, exc_info=exc.__cause__)
+            attempt.failed(str(exc))
+            raise BrainError(
+                "asr_failed", "speech recognition failed on that turn; please say it again"
+            ) from None
         finally:
+            attempt.release()  # only if unsettled: cancelled, or refused before the model ran
             limiter.release()
+        attempt.succeeded()
+        return text
 
 
 class LocalVoice:

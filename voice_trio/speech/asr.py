@@ -38,6 +38,7 @@ __all__ = [
     "DecodeOptions",
     "ModelAssemblyError",
     "Recognizer",
+    "RecognizerError",
     "RecognizerStatistics",
     "Utterance",
     "UtteranceStatistics",
@@ -55,6 +56,14 @@ _STALE_TMP_S = 3600.0
 
 class ModelAssemblyError(RuntimeError):
     """The Whisper model could not be found in the installed packages or assembled."""
+
+
+class RecognizerError(RuntimeError):
+    """A transcription failed inside the model (faster-whisper / CTranslate2 raised).
+
+    The model's own exception is the ``__cause__``; the message names only its class,
+    so it can be shown to a user.
+    """
 
 
 def default_model_dir() -> Path:
@@ -193,6 +202,8 @@ class RecognizerStatistics:
     audio_seconds: float
     compute_seconds: float
     max_workers: int
+    #: Calls that raised inside the model (:class:`RecognizerError`).
+    failures: int = 0
 
     @property
     def real_time_factor(self) -> float:
@@ -232,6 +243,7 @@ class Recognizer:
         self._busy = 0
         self._audio = 0.0
         self._compute = 0.0
+        self._failures = 0
 
     @classmethod
     async def load(
@@ -248,7 +260,10 @@ class Recognizer:
         )
 
     def transcribe_sync(self, audio: Audio, *, language: str = "vi") -> str:
-        """Blocking transcription of mono 16 kHz audio (PCM16 bytes, int16 or float32)."""
+        """Blocking transcription of mono 16 kHz audio (PCM16 bytes, int16 or float32).
+
+        Raises :class:`RecognizerError` when the model itself fails.
+        """
         samples = pcm16_to_float32(audio)
         seconds = len(samples) / SAMPLE_RATE
         with self._lock:
@@ -257,22 +272,12 @@ class Recognizer:
         try:
             if len(samples) < SAMPLE_RATE // 10:  # < 100 ms: nothing Whisper can read
                 return ""
-            opts = self.options
-            window_frames = _window_frames(len(samples), opts.window_pad_s)
-            if window_frames is not None:
-                return self._transcribe_window(samples, language, window_frames)
-            segments, _info = self.model.transcribe(
-                samples,
-                language=language,
-                beam_size=opts.beam_size,
-                temperature=opts.temperature,
-                no_repeat_ngram_size=opts.no_repeat_ngram_size,
-                condition_on_previous_text=opts.condition_on_previous_text,
-                without_timestamps=opts.without_timestamps,
-                initial_prompt=opts.initial_prompt,
-                vad_filter=False,
-            )
-            return " ".join(text for segment in segments if (text := segment.text.strip()))
+            return self._run_model(samples, language)
+        except Exception as exc:
+            # Mapped at the boundary, not swallowed: the caller decides what the room hears.
+            with self._lock:
+                self._failures += 1
+            raise RecognizerError(f"the speech model failed ({type(exc).__name__})") from exc
         finally:
             elapsed = time.perf_counter() - start
             with self._lock:
@@ -280,6 +285,25 @@ class Recognizer:
                 self._calls += 1
                 self._audio += seconds
                 self._compute += elapsed
+
+    def _run_model(self, samples: npt.NDArray[np.float32], language: str) -> str:
+        """One model call: a short window, or faster-whisper's own 30 s path."""
+        opts = self.options
+        window_frames = _window_frames(len(samples), opts.window_pad_s)
+        if window_frames is not None:
+            return self._transcribe_window(samples, language, window_frames)
+        segments, _info = self.model.transcribe(
+            samples,
+            language=language,
+            beam_size=opts.beam_size,
+            temperature=opts.temperature,
+            no_repeat_ngram_size=opts.no_repeat_ngram_size,
+            condition_on_previous_text=opts.condition_on_previous_text,
+            without_timestamps=opts.without_timestamps,
+            initial_prompt=opts.initial_prompt,
+            vad_filter=False,
+        )
+        return " ".join(text for segment in segments if (text := segment.text.strip()))
 
     def _transcribe_window(
         self, samples: npt.NDArray[np.float32], language: str, frames: int
@@ -328,7 +352,7 @@ class Recognizer:
     def statistics(self) -> RecognizerStatistics:
         with self._lock:
             return RecognizerStatistics(
-                self._calls, self._busy, self._audio, self._compute, self.workers
+                self._calls, self._busy, self._audio, self._compute, self.workers, self._failures
             )
 
 
