@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 import urllib.parse
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import trio
 import trio_websocket
 
 __all__ = ["open_provider_socket", "websocket_base"]
@@ -24,18 +27,33 @@ def websocket_base(url: str, setting: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-def open_provider_socket(
+@asynccontextmanager
+async def open_provider_socket(
     url: str,
     *,
     ssl_context: ssl.SSLContext | None,
     headers: list[tuple[bytes, bytes]],
     connect_timeout_s: float,
-) -> AbstractAsyncContextManager[trio_websocket.WebSocketConnection]:
-    return trio_websocket.open_websocket_url(
-        url,
-        ssl_context,
-        extra_headers=headers,
-        connect_timeout=connect_timeout_s,
-        disconnect_timeout=2.0,
-        max_message_size=MAX_PROVIDER_MESSAGE,
-    )
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A client socket; ``ConnectionTimeout`` if it is not open within ``connect_timeout_s``.
+
+    trio-websocket's own ``connect_timeout`` raises, but then waits for its reader
+    task, which waits for the server: a server that never answers the upgrade
+    held the caller (measured: the whole 30 s of the fake's stall). The deadline
+    here covers that task too, and is lifted once the socket is open.
+    """
+    opened = False
+    with trio.CancelScope(deadline=trio.current_time() + connect_timeout_s) as opening:
+        async with trio_websocket.open_websocket_url(
+            url,
+            ssl_context,
+            extra_headers=headers,
+            connect_timeout=connect_timeout_s,
+            disconnect_timeout=2.0,
+            max_message_size=MAX_PROVIDER_MESSAGE,
+        ) as ws:
+            opened = True
+            opening.deadline = math.inf
+            yield ws
+    if not opened:
+        raise trio_websocket.ConnectionTimeout

@@ -514,6 +514,7 @@ class AzureRealtimeBrain:
         before it was stable; released if it was closed by this brain or cancelled.
         """
         link: _Link | None = None
+        started = False
         try:
             try:
                 async with open_provider_socket(
@@ -530,8 +531,11 @@ class AzureRealtimeBrain:
                         stable_scope = trio.CancelScope()
                         nursery.start_soon(self._mark_stable, link, attempt, stable_scope)
                         task_status.started(link)
+                        started = True
                         try:
                             await self._receive(link)
+                            # Counted before the supervisor sees the end and reconnects.
+                            self._settle(link, attempt)
                         finally:
                             stable_scope.cancel()
                             # The responder voices what it already has, then stops.
@@ -544,26 +548,30 @@ class AzureRealtimeBrain:
                 self._session_failed(attempt, reason)
                 raise self._rejected(exc.status_code) from None
             except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError) as exc:
-                if link is None:
+                if not started:
                     reason = _attempt_error(exc)
                     self._session_failed(attempt, reason)
                     raise _Retry(reason) from None
                 # After the handshake: the session is over; the supervisor decides what next.
-            if link is not None and not link.closing and not link.expired:
-                reason = "stalled" if link.stalled else "dropped"
-                if not link.stable:
-                    self._session_failed(attempt, f"session {reason} after opening")
-                else:
-                    self._breaker.record_failure(f"session {reason}")
-                    self._last_failure = f"session {reason}"
         except BrainError as exc:
-            if link is not None and not link.stable:
+            if started and link is not None and not link.stable:
                 self._session_failed(attempt, exc.code)
             raise
         finally:
             attempt.release()  # only if not settled: cancelled, or closed by this brain
             if link is not None:
                 self._end(link)
+
+    def _settle(self, link: _Link, attempt: Attempt) -> None:
+        """A session ended without an exception: dropped, stalled, or closed on purpose."""
+        if link.closing or link.expired:
+            return  # released: says nothing bad about Azure
+        reason = "stalled" if link.stalled else "dropped"
+        if not link.stable:
+            self._session_failed(attempt, f"session {reason} after opening")
+        else:
+            self._breaker.record_failure(f"session {reason}")
+            self._last_failure = f"session {reason}"
 
     def _session_failed(self, attempt: Attempt, reason: str) -> None:
         self._failures += 1
@@ -1067,6 +1075,8 @@ def _attempt_error(exc: BaseException) -> str:
     """A failed attempt in plain words (never the URL or headers, which hold the key)."""
     if isinstance(exc, trio_websocket.ConnectionTimeout):
         return "handshake timed out"
+    if isinstance(exc, trio_websocket.ConnectionClosed):
+        return "session dropped after opening"  # accepted, then closed at once
     if isinstance(exc, OSError):
         return f"network error ({type(exc).__name__})"
     return type(exc).__name__

@@ -259,6 +259,9 @@ class CartesiaPool:
             socket: _Socket = await self._nursery.start(self._hold, self._numbers, attempt)
         except BrainError as exc:
             self._open_failed(exc.message)
+            # Rooms waiting for a slot try again (after the backoff) or hear why not.
+            self._capacity.set()
+            self._capacity = trio.Event()
             raise
         finally:
             self._opening -= 1
