@@ -14,7 +14,10 @@ events; ``response.create`` gets a reply streamed word by word as text deltas
 (``output_modalities ["text"]``) or audio transcript plus audio deltas; a
 queued tool call is answered as a function call instead. Knobs (attributes,
 changeable mid-test): ``reject_status``, ``drop_after_deltas``,
-``delta_delay_s``, ``error_next_response``, ``expire_after_s``, ``tool_calls``.
+``delta_delay_s``, ``error_next_response``, ``expire_after_s``, ``tool_calls``;
+faults: ``handshake_delay_s`` (a slow handshake), ``stall_after_deltas`` (go
+silent mid-response, once), ``close_after_accept`` (accept, then close at once
+with 1008, as a service does with a bad key: Pipecat #3711).
 """
 
 from __future__ import annotations
@@ -199,6 +202,9 @@ class FakeAzureRealtime:
         self.error_next_response: tuple[str, str] | None = None  # once
         self.expire_after_s: float | None = None
         self.tool_calls: list[tuple[str, dict[str, Any]]] = []
+        self.handshake_delay_s = 0.0
+        self.stall_after_deltas: int | None = None  # once: go silent mid-response
+        self.close_after_accept = False
         # Records.
         self.endpoint = ""
         self.handshakes = 0
@@ -262,6 +268,8 @@ class FakeAzureRealtime:
 
     async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
         self.handshakes += 1
+        if self.handshake_delay_s:
+            await trio.sleep(self.handshake_delay_s)
         url = urllib.parse.urlsplit(request.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
@@ -287,6 +295,11 @@ class FakeAzureRealtime:
         ws = await request.accept()
         record = FakeSession(mode=mode, path=request.path, headers=headers)
         self.sessions.append(record)
+        if self.close_after_accept:
+            record.closed_by = "server"
+            record.ended.set()
+            await ws.aclose(1008, "policy violation")
+            return
         conn = _Conn(self, ws, record)
         try:
             async with trio.open_nursery() as nursery:
@@ -615,6 +628,10 @@ class FakeAzureRealtime:
                 assert conn.nursery is not None
                 conn.nursery.cancel_scope.cancel()
                 await trio.lowlevel.checkpoint()
+            if self.stall_after_deltas is not None and i == self.stall_after_deltas:
+                self.stall_after_deltas = None
+                record.closed_by = "stalled"
+                await trio.sleep_forever()  # still connected, never another event
             said.append(word)
             if text_only:
                 await conn.send(

@@ -76,8 +76,15 @@ class FakeCartesia:
         self.reject_status: int | None = None
         #: Drop the socket carrying a context whose text contains this word (once).
         self.drop_on_word: str | None = None
+        #: Go silent (no chunk, no done, socket open) for a context with this word (once).
+        self.stall_on_word: str | None = None
+        #: Answer a context with this word by an error message (once).
+        self.error_on_word: str | None = None
+        self.handshake_delay_s = 0.0
         # Records.
         self.base_url = ""
+        #: Every opening handshake, refused ones too.
+        self.handshakes = 0
         self.connections = 0
         self.open_connections = 0
         self.max_open_connections = 0
@@ -108,6 +115,9 @@ class FakeCartesia:
             task_status.started(self.base_url)
 
     async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
+        self.handshakes += 1
+        if self.handshake_delay_s:
+            await trio.sleep(self.handshake_delay_s)
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
         status = self.reject_status
         if request.path != "/tts/websocket":
@@ -212,6 +222,24 @@ class FakeCartesia:
                         },
                     )
                     return
+                if self.error_on_word and self.error_on_word in context.text:
+                    self.error_on_word = None
+                    await self._send(
+                        ws,
+                        {
+                            "type": "error",
+                            "context_id": context.context_id,
+                            "done": True,
+                            "status_code": 500,
+                            "title": "Internal error",
+                            "message": "synthesis failed",
+                            "error_code": "internal_error",
+                        },
+                    )
+                    return
+                if self.stall_on_word and self.stall_on_word in context.text:
+                    self.stall_on_word = None
+                    await trio.sleep_forever()
                 for start in range(0, len(text), self.chars_per_chunk):
                     if self.chunk_delay_s:
                         await trio.sleep(self.chunk_delay_s)
