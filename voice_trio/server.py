@@ -113,8 +113,32 @@ REFUSAL_LINGER_S = 1.0
 REFUSAL_DRAIN_BYTES: Final = 256 * 1024
 #: After accept fails for want of descriptors or memory, wait this long (as trio does).
 ACCEPT_RETRY_S = 0.1
+#: Connections accepted per wake-up of the accept loop before it lets other tasks run.
+ACCEPT_BATCH: Final = 64
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
     (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+)
+#: accept() errors that concern only the connection being accepted (trio's list).
+_IGNORABLE_ACCEPT_ERRNOS: Final = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
 )
 
 
@@ -336,10 +360,6 @@ async def _serve(
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as connections:
-                listeners = [
-                    trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                    for sock in sockets.insecure_sockets
-                ]
                 binds = [
                     f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
                     for sock in sockets.insecure_sockets
@@ -353,15 +373,16 @@ async def _serve(
                 )
                 door = _FrontDoor(app, asgi, config, context, ConnectionState(lifespan_state), gate)
                 async with trio.open_nursery() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(door.accept, listener, connections)
+                    for sock in sockets.insecure_sockets:
+                        accepting.start_soon(door.accept, sock, connections)
                     task_status.started(binds)
                     await shutdown_event.wait()
                     app.begin_shutdown()  # the rooms drain in the app's lifespan nursery
                     accepting.cancel_scope.cancel()
                 if own:  # new connections are refused by the kernel, not left in the backlog
-                    for listener in listeners:
-                        await listener.aclose()
+                    for sock in sockets.insecure_sockets:
+                        trio.lowlevel.notify_closing(sock)
+                        sock.close()
                 door.begin_shutdown(trio.current_time() + settings.shutdown_grace_s)
                 await context.terminated.set()  # idle keep-alive connections close now
                 connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
@@ -404,31 +425,41 @@ class _FrontDoor:
     def refused(self, reason: str) -> None:
         self.metrics.connections_refused[reason] += 1
 
-    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        """Accept connections until cancelled; refuse at once what the gate refuses."""
+    async def accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        """Accept connections until cancelled; refuse at once what the gate refuses.
+
+        Up to :data:`ACCEPT_BATCH` connections per wake-up, each one system call
+        (the peer's address comes with it); a refused one costs a ``close`` and no
+        task, so a flood from one address drains the backlog at the kernel's pace.
+        """
+        listener.setblocking(False)
         while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                # Only when the process is out of descriptors for other reasons than
-                # client connections (their cap keeps FD_RESERVE free).
-                self.refused("accept_failed")
-                log.error("accept: %s; retrying in %.1f s", exc.strerror, ACCEPT_RETRY_S)
-                await trio.sleep(ACCEPT_RETRY_S)
-                continue
-            try:
-                key = client_key(stream.socket.getpeername())
-            except OSError:  # already gone
-                stream.socket.close()
-                continue
-            admission = self.gate.admit(key)
-            if admission.refused:
-                stream.socket.close()
-                self.refused(admission.value)
-                continue
-            nursery.start_soon(self.handle, stream, key, admission)
+            await trio.lowlevel.wait_readable(listener)
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    conn, address = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
+                        continue  # that connection is gone already
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    # Only when the process is out of descriptors for other reasons
+                    # than client connections (their cap keeps FD_RESERVE free).
+                    self.refused("accept_failed")
+                    log.error("accept: %s; retrying in %.1f s", exc.strerror, ACCEPT_RETRY_S)
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    break
+                key = client_key(address)
+                admission = self.gate.admit(key)
+                if admission.refused:
+                    conn.close()
+                    self.refused(admission.value)
+                    continue
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                nursery.start_soon(self.handle, stream, key, admission)
+            await trio.lowlevel.checkpoint()
 
     def begin_shutdown(self, deadline: float) -> None:
         """Close unfinished heads now; HTTP requests still running end by ``deadline``."""
