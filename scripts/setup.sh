@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/serve.sh and scripts/test.sh: Debian packages the
 # project needs, a virtual environment in .venv, and the package installed into it.
+# One short line per step; the tools' own output goes to .venv-setup.log and is
+# shown only when a step fails.
 # Usage: scripts/setup.sh [runtime|test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-runtime}
+log=.venv-setup.log
+: >"$log"
+
+step() {  # step "what" command...: run quietly, print one line, show the log on failure
+  local what=$1
+  shift
+  printf 'setup: %s ... ' "$what"
+  if "$@" >>"$log" 2>&1; then
+    echo ok
+  else
+    echo failed
+    echo "---- last lines of $log ----" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
 
 # eSpeak NG speaks for the embedded voice (GPL-3.0+, run as a separate program).
 apt_packages=(espeak-ng)
@@ -20,21 +38,24 @@ for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  step "apt-get update" $SUDO apt-get update -q
+  step "Debian packages: ${missing[*]}" env DEBIAN_FRONTEND=noninteractive \
+    $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  step "virtual environment in .venv" "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.voice-trio-$want
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
+  step "pip" .venv/bin/python -m pip install -q --upgrade pip
   if [ "$want" = test ]; then
-    .venv/bin/python -m pip install -q -e '.[test]'
+    step "Python packages (voice-trio and its test extras)" \
+      .venv/bin/python -m pip install -q -e '.[test]'
   else
-    .venv/bin/python -m pip install -q -e .
+    step "Python packages (voice-trio)" .venv/bin/python -m pip install -q -e .
   fi
   touch "$stamp"
 fi
+echo "setup: ready (.venv; details of the last set-up in $log)"
