@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -383,11 +384,13 @@ async def test_the_listen_backlog_is_listen_backlog() -> None:
 
 
 @asynccontextmanager
-async def served(**fields: object) -> AsyncIterator[tuple[int, trio.Event, trio.Event]]:
+async def served(
+    static_dir: Path | None = None, **fields: object
+) -> AsyncIterator[tuple[int, trio.Event, trio.Event]]:
     """A server whose end the test waits for: (port, shutdown, stopped)."""
     fields.setdefault("voice_brain", "echo")
     fields.setdefault("gc_thresholds", "off")
-    app = VoiceTrioApp(Settings(**fields))  # type: ignore[arg-type]
+    app = VoiceTrioApp(Settings(**fields), static_dir=static_dir)  # type: ignore[arg-type]
     shutdown, stopped = trio.Event(), trio.Event()
 
     async def run(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -420,6 +423,24 @@ async def test_shutdown_closes_idle_http_connections_at_once() -> None:
             await stopped.wait()
         for stream in [*idle, half]:
             assert await read_to_eof(stream, 1.0) == b""
+
+
+async def test_shutdown_ends_a_response_the_client_stopped_reading(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(bytes(50_000_000))
+    # The kernel's own deadline (TCP_USER_TIMEOUT) is a minute away: only the grace ends it.
+    async with served(tmp_path, shutdown_grace_s=0.5, slow_client_timeout_s=60.0) as (
+        port,
+        shutdown,
+        stopped,
+    ):
+        stream = await connect(port)
+        await stream.send_all(get("/big.bin"))
+        with trio.fail_after(WAIT_S):
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")
+        await trio.sleep(0.5)  # the server's writes fill both socket buffers, then wait
+        shutdown.set()
+        with trio.fail_after(WAIT_S):
+            await stopped.wait()
 
 
 async def test_shutdown_ends_rooms_as_before() -> None:

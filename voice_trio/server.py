@@ -37,6 +37,7 @@ turn has ended or the grace period is over, close upstreams, exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import errno
@@ -383,7 +384,7 @@ async def _serve(
                     for sock in sockets.insecure_sockets:
                         trio.lowlevel.notify_closing(sock)
                         sock.close()
-                door.begin_shutdown(trio.current_time() + settings.shutdown_grace_s)
+                door.begin_shutdown(trio.current_time() + settings.shutdown_grace_s, connections)
                 await context.terminated.set()  # idle keep-alive connections close now
                 connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
             await lifespan.wait_for_shutdown()
@@ -419,8 +420,9 @@ class _FrontDoor:
         self.metrics: ServerMetrics = app.metrics
         # Cancel scopes of connections still sending their head, and of HTTP connections.
         self._heads: set[trio.CancelScope] = set()
-        self._http: set[trio.CancelScope] = set()
+        self._http: dict[trio.CancelScope, trio.SocketStream] = {}
         self._http_deadline: float | None = None
+        self._http_drained = trio.Event()
 
     def refused(self, reason: str) -> None:
         self.metrics.connections_refused[reason] += 1
@@ -461,13 +463,26 @@ class _FrontDoor:
                 nursery.start_soon(self.handle, stream, key, admission)
             await trio.lowlevel.checkpoint()
 
-    def begin_shutdown(self, deadline: float) -> None:
+    def begin_shutdown(self, deadline: float, nursery: trio.Nursery) -> None:
         """Close unfinished heads now; HTTP requests still running end by ``deadline``."""
         self._http_deadline = deadline
         for scope in self._heads:
             scope.cancel()
         for scope in self._http:
             scope.deadline = min(scope.deadline, deadline)
+        if not self._http:
+            self._http_drained.set()
+        nursery.start_soon(self._end_http_at, deadline)
+
+    async def _end_http_at(self, deadline: float) -> None:
+        # Hypercorn writes in a shielded scope, so a client that stops reading a
+        # response would outlive the deadline (until TCP_USER_TIMEOUT): shutting
+        # its socket down fails that write, and the connection ends.
+        with trio.move_on_at(deadline):
+            await self._http_drained.wait()
+        for stream in self._http.values():
+            with contextlib.suppress(OSError):
+                stream.socket.shutdown(socket.SHUT_RDWR)
 
     async def handle(self, stream: trio.SocketStream, key: str, admission: Admission) -> None:
         try:
@@ -522,7 +537,7 @@ class _FrontDoor:
         with trio.CancelScope() as scope:
             if self._http_deadline is not None:
                 scope.deadline = self._http_deadline
-            self._http.add(scope)
+            self._http[scope] = stream
             try:
                 http = TCPServer(
                     self.asgi,
@@ -533,7 +548,9 @@ class _FrontDoor:
                 )
                 await http.run()
             finally:
-                self._http.discard(scope)
+                del self._http[scope]
+                if self._http_deadline is not None and not self._http:
+                    self._http_drained.set()
 
     async def _websocket(self, stream: trio.SocketStream, data: bytes) -> None:
         app = self.app
