@@ -126,18 +126,10 @@ async def test_the_breaker_runs_on_trios_clock(autojump_clock: Any) -> None:
 # ------------------------------------------------------------------ Azure
 
 
-def azure_app(fake: FakeAzureRealtime, *, breaker: Any = None, **brain: Any) -> type:
+def azure_app(fake: FakeAzureRealtime, **brain: Any) -> type:
     """Rooms on the real brain against ``fake``, all sharing the app's breaker."""
 
     class AzureApp(VoiceTrioApp):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            if breaker is not None:
-                self.azure_breaker = CircuitBreaker(
-                    "azure", errors=self.metrics.upstream_errors, **breaker
-                )
-                self.metrics.circuit_open["azure"] = self.azure_breaker.is_open
-
         def make_brain(self, room: Any) -> AzureRealtimeBrain:
             options = {
                 "endpoint": fake.endpoint,
@@ -163,8 +155,12 @@ async def azure_server(
         for knob, value in (fake_options or {}).items():
             assert hasattr(fake, knob), knob
             setattr(fake, knob, value)
-        app_class = azure_app(fake, breaker=breaker, **brain)
-        async with running_server(app_class=app_class, ws_tts_chunk_bytes=4800) as server:
+        app_class = azure_app(fake, **brain)
+        # The breaker's settings, as PROVIDER_BREAKER_THRESHOLD / _COOLDOWN_S give them.
+        fields = {f"provider_breaker_{k}": v for k, v in (breaker or {}).items()}
+        async with running_server(
+            app_class=app_class, ws_tts_chunk_bytes=4800, **fields
+        ) as server:
             yield fake, server
 
 
@@ -196,6 +192,9 @@ async def test_a_session_dropped_mid_reply_ends_that_reply_and_the_next_turn_wor
                 assert [e["code"] for e in events if e["type"] == "error"] == [
                     "upstream_interrupted"
                 ]
+                # What was said is kept, and the reply is marked as cut.
+                assert events[-2]["type"] == "response.text.done" and events[-2]["text"]
+                assert events[-1]["status"] == "interrupted"
                 await client.send_json(type="text", text="hai")
                 events, _ = await client.until("response.done")
                 assert events[-1]["status"] == "completed"
@@ -226,6 +225,7 @@ async def test_a_stalled_session_is_given_up_and_no_client_waits_forever() -> No
                     }
                 ]
                 assert events[-1]["response_id"] == rid and len(audio) == 2 * 4800
+                assert events[-1]["status"] == "interrupted"
                 # A fresh session answers the next turn.
                 await client.send_json(type="text", text="hai")
                 events, _ = await client.until("response.done")

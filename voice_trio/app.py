@@ -120,6 +120,7 @@ class VoiceTrioApp:
             )
         first = room.conversation is None
         return LocalBrain(
+                stall_timeout_s=settings.azure_stall_timeout_s,
             room.options,
             speech=self._require_speech(),
             responder=self.make_responder(room),
@@ -198,13 +199,23 @@ class VoiceTrioApp:
             if self.speech is not None:
                 self.speech.breaker.errors = self.metrics.upstream_errors
                 await nursery.start(self.speech.run)
+            # The recognizer's breaker comes with the models (LocalSpeech.load reads the
+            # same settings); the Azure one is made before the settings are read.
+            self.azure_breaker.threshold = settings.provider_breaker_threshold
+            self.azure_breaker.cooldown_s = settings.provider_breaker_cooldown_s
             if settings.voice == "cartesia":
                 self.cartesia = CartesiaPool(
                     api_key=settings.cartesia_api_key,
                     base_url=settings.cartesia_base_url,
                     version=settings.cartesia_version,
                     max_sockets=settings.cartesia_max_sockets,
-                    breaker=CircuitBreaker("cartesia", errors=self.metrics.upstream_errors),
+                    breaker=CircuitBreaker(
+                        "cartesia",
+                        threshold=settings.provider_breaker_threshold,
+                        cooldown_s=settings.provider_breaker_cooldown_s,
+                        errors=self.metrics.upstream_errors,
+                    ),
+                    stall_timeout_s=settings.cartesia_stall_timeout_s,
                 )
                 await nursery.start(self.cartesia.run)
             nursery.start_soon(self._sweep, settings)

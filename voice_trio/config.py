@@ -110,6 +110,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     cartesia_base_url: str = "https://api.cartesia.ai"
     cartesia_version: str = "2025-04-16"
     cartesia_max_sockets: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # A provider reply owed and silent this long is given up (the session or context replaced).
+    azure_stall_timeout_s: Seconds = 20.0
+    cartesia_stall_timeout_s: Seconds = 15.0
+    # One circuit breaker per provider per process: it opens after this many failures
+    # in a row, for this long (rooms get an error at once), then lets one probe through.
+    provider_breaker_threshold: Positive = 5
+    provider_breaker_cooldown_s: Seconds = 30.0
 
     def __post_init__(self) -> None:
         if self.ws_max_audio_frame_bytes > self.ws_max_message_bytes:
@@ -227,4 +234,8 @@ _HELP = {
     "cartesia_base_url": "https://api.cartesia.ai (ws://host:port for a local stand-in)",
     "cartesia_version": "the Cartesia-Version header",
     "cartesia_max_sockets": "Cartesia sockets per process, shared by all rooms",
+    "azure_stall_timeout_s": "an Azure reply silent this long is given up; the session replaced",
+    "cartesia_stall_timeout_s": "a Cartesia context silent this long fails (tts_stalled)",
+    "provider_breaker_threshold": "failures in a row that open a provider's circuit breaker",
+    "provider_breaker_cooldown_s": "seconds an open breaker refuses before one probe",
 }

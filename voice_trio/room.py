@@ -93,6 +93,7 @@ class RoomTurn:
         "first_sent_at",
         "_voice_tx",
         "voice_done",
+        "_status",
     )
 
     def __init__(self, room: Room, response_id: str, reply_to: float | None) -> None:
@@ -116,6 +117,8 @@ class RoomTurn:
         self._voice_tx: trio.MemorySendChannel[str] | None = None
         #: Set once the voice has finished with this turn (None: no voice yet).
         self.voice_done: trio.Event | None = None
+        # The status its response.done will carry.
+        self._status = "completed"
 
     @property
     def closed(self) -> bool:
@@ -200,6 +203,15 @@ class RoomTurn:
             return
         await self._complete()
 
+    async def abort(self) -> None:
+        """The brain lost the rest of this response (its provider dropped or stalled).
+
+        What was said still goes out (queued audio plays, the voice speaks the
+        text so far), and the response ends with status ``interrupted``.
+        """
+        self._status = "interrupted"
+        await self.finish()
+
     async def _complete(self) -> None:
         self.completed = True
         rest = self.chunker.flush()
@@ -208,7 +220,7 @@ class RoomTurn:
         events: list[Any] = []
         if self.text:
             events.append(p.ResponseTextDone(response_id=self.response_id, text="".join(self.text)))
-        events.append(p.ResponseDone(response_id=self.response_id, status="completed"))
+        events.append(p.ResponseDone(response_id=self.response_id, status=self._status))
         await self.room.put_together(*events)
 
 

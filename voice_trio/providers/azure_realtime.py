@@ -1003,11 +1003,14 @@ class AzureRealtimeBrain:
             item = await self._next(link)
             if item is None:
                 # The session dropped mid-reply: end the turn with what was said.
-                if not state.done and not link.stalled and self._events is not None:
-                    await self._events.error(
-                        "upstream_interrupted",
-                        "the connection to the model dropped mid-reply; reconnecting",
-                    )
+                if not state.done:
+                    if not link.stalled and self._events is not None:
+                        await self._events.error(
+                            "upstream_interrupted",
+                            "the connection to the model dropped mid-reply; reconnecting",
+                        )
+                    await turn.abort()
+                    return
                 break
             kind, other, payload = item
             if other is not state:

@@ -60,6 +60,10 @@ class Turn(Protocol):
         """End the response normally (``response.text.done`` and ``response.done``)."""
         ...
 
+    async def abort(self) -> None:
+        """End the response as cut short by the provider (``response.done`` interrupted)."""
+        ...
+
 
 class BrainEvents(Protocol):
     """What the room offers the brain it runs."""

@@ -68,6 +68,7 @@ class LocalSpeech:
         asr_workers: int = 1,
         asr_queue_max: int = 32,
         asr_max_wait_s: float = 8.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.vad_model = vad_model
@@ -79,7 +80,7 @@ class LocalSpeech:
         #: The recognizer's breaker (process-wide, like the model): after repeated
         #: failures inside the model, turns get ``asr_unavailable`` at once for a
         #: cool-down instead of each spending a worker on a model that fails.
-        self.breaker = CircuitBreaker("asr")
+        self.breaker = breaker or CircuitBreaker("asr")
 
     @property
     def vad(self) -> VadBatcher:
@@ -120,6 +121,11 @@ class LocalSpeech:
             asr_workers=settings.asr_workers,
             asr_queue_max=settings.asr_queue_max,
             asr_max_wait_s=settings.asr_max_wait_s,
+            breaker=CircuitBreaker(
+                "asr",
+                threshold=settings.provider_breaker_threshold,
+                cooldown_s=settings.provider_breaker_cooldown_s,
+            ),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
