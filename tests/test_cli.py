@@ -52,6 +52,24 @@ def test_serve_help_lists_every_setting() -> None:
         assert flag in out
 
 
+def test_the_readme_configuration_table_lists_every_setting_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    defaults = Settings()
+    assert set(rows) == {name.upper() for name in Settings.__struct_fields__}
+    for name in Settings.__struct_fields__:
+        value = getattr(defaults, name)
+        if isinstance(value, bool):
+            assert rows[name.upper()] == str(value).lower(), name
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            assert float(rows[name.upper()]) == value, name
+
+
 def test_bad_setting_stops_start_up_with_a_message() -> None:
     env = {**os.environ, "WS_OUTGOING_MAX": "lots"}
     done = subprocess.run(
