@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from voice_trio.config import Settings
 from voice_trio.providers.local import LocalSpeech
+
+# Hypothesis profiles (HYPOTHESIS_PROFILE=ci|soak|dev; ci unless set). The fuzz suites
+# (tests/test_fuzz_*.py) scale their examples from max_examples: ci sends 100,000+
+# inputs in a few minutes, soak about 20 times as many. No deadline: an example is a
+# batch of hundreds of messages against a live server on a shared machine.
+_FUZZ = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("ci", max_examples=100, **_FUZZ)
+settings.register_profile("soak", max_examples=2000, **_FUZZ)
+settings.register_profile("dev", max_examples=10, **_FUZZ)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
