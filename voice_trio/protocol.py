@@ -166,6 +166,8 @@ class ProtocolError(Exception):
 _client_decoder = msgspec.json.Decoder(ClientMessage)
 # The explaining path reads only the top level: values stay raw, never built.
 _top_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+# Checks that a text is JSON at all, building nothing.
+_raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _loose_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -205,6 +207,13 @@ def _explain(text: str, exc: msgspec.ValidationError) -> ProtocolError:
     try:
         fields = _top_decoder.decode(text)
     except msgspec.ValidationError:
+        # Refused at its first byte: only valid JSON is "not an object" ("[", "1 2" are not).
+        try:
+            _raw_decoder.decode(text)
+        except msgspec.DecodeError as decode_error:
+            return _not_json(decode_error)
+        except RecursionError:
+            return _too_deep()
         return ProtocolError("invalid_message", "a message must be a JSON object")
     except msgspec.DecodeError as decode_error:
         return _not_json(decode_error)
