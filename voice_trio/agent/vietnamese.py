@@ -13,8 +13,9 @@ phrase word by word:
 
 On top of that: number words (:func:`parse_number`), clock times
 (:func:`parse_time`), days relative to a given ``today`` (:func:`parse_day`),
-a person's name (:func:`extract_name`), yes or no (:func:`yes_or_no`), and the
-way back into natural Vietnamese (:func:`format_date`, :func:`format_time`).
+a person's name (:func:`extract_name`), a code read digit by digit
+(:func:`code_span`), yes or no (:func:`yes_or_no`), and the way back into
+natural Vietnamese (:func:`format_date`, :func:`format_time`, :func:`format_code`).
 When one turn holds two days or two times ("ngày mai, à không, ngày kia") the
 last one wins: a speaker corrects forward.
 """
@@ -32,7 +33,9 @@ __all__ = [
     "WEEKDAYS",
     "Utterance",
     "Word",
+    "code_span",
     "extract_name",
+    "format_code",
     "format_date",
     "format_time",
     "name_key",
@@ -309,6 +312,63 @@ def parse_number(text: str | Utterance) -> int | None:
     if found is None or found[1] != len(utt.words):
         return None
     return found[0]
+
+
+# -------------------------------------------------------------------- codes
+
+# One digit read aloud: "bốn tám hai chín một ba", "không" for 0 ("linh" too).
+_DIGITS = _lexicon({**_UNIT_WORDS, "không": 0, "linh": 0})
+_DIGIT_TOKEN = re.compile(r"\d+(?:[.\-]\d+)*")  # 482913, 482-913, 482.913
+# Words that lead into a code and go with it: "mã", "mã số", "mã lịch hẹn của tôi là".
+_CODE_LEAD = ("mã", "số", "lịch", "hẹn", "của", "tôi", "mình", "em", "là", "code")
+
+
+def _digits_of(word: Word) -> tuple[str, bool] | None:
+    """A word's digits, and whether it was a numeral (not a word like "bốn")."""
+    if _DIGIT_TOKEN.fullmatch(word.text):
+        return re.sub(r"\D", "", word.text), True
+    value = _lookup(word, _DIGITS)
+    return (str(value), False) if value is not None else None
+
+
+def code_span(text: str | Utterance, digits: int = 6) -> tuple[str, tuple[int, int]] | None:
+    """A code of exactly ``digits`` digits, in numerals or read digit by digit, and
+    where it is (word indices, with the words that lead into it, "mã số ...").
+
+    ``"mã 482 913"``, ``"bốn tám hai chín một ba"`` and ``"482-913"`` all give
+    ``"482913"``. A run with digit words too many at its ends drops them ("Nam 482913":
+    "Nam" may be "năm", five); numerals are never split, so a phone number is no code.
+    """
+    utt = Utterance.of(text)
+    words = utt.words
+    i = 0
+    while i < len(words):
+        if _digits_of(words[i]) is None:
+            i += 1
+            continue
+        j = i
+        run: list[tuple[str, bool]] = []
+        while j < len(words) and (d := _digits_of(words[j])) is not None:
+            run.append(d)
+            j += 1
+        start, end = i, j
+        while sum(len(d) for d, _ in run) > digits and not run[0][1]:
+            run.pop(0)
+            start += 1
+        while sum(len(d) for d, _ in run) > digits and not run[-1][1]:
+            run.pop()
+            end -= 1
+        if sum(len(d) for d, _ in run) == digits:
+            while start > 0 and utt.word_is(start - 1, *_CODE_LEAD):
+                start -= 1
+            return "".join(d for d, _ in run), (start, end)
+        i = j
+    return None
+
+
+def format_code(code: str) -> str:
+    """A code to read aloud digit by digit: ``"482913"`` -> ``"4 8 2 9 1 3"``."""
+    return " ".join(code)
 
 
 # -------------------------------------------------------------------- names
