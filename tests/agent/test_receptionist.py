@@ -11,9 +11,16 @@ import msgspec
 import trio
 
 from voice_trio.agent import Graph, build_receptionist
-from voice_trio.agent.receptionist import VIETNAM, vietnam_now
+from voice_trio.agent.receptionist import NO_MATCH, VIETNAM, vietnam_now
 
 from .helpers import Clock, dialogue, rows, talk
+
+
+def code_of(db_path: Path, name: str) -> str:
+    """The booking code of the (first) appointment under ``name``."""
+    code = str(rows(db_path, "name = ?", [name])[0]["code"])
+    assert len(code) == 6 and code.isdigit()
+    return code
 
 
 async def test_greeting_and_small_talk(receptionist: Graph) -> None:
@@ -86,13 +93,15 @@ async def test_full_booking_asks_for_what_is_missing(receptionist: Graph, db_pat
         "tháng 11. Đúng không ạ?"
     )
     assert yes.node == "main"
+    (row,) = rows(db_path)
+    spoken_code = " ".join(row["code"])  # read digit by digit: "4 8 2 9 1 3"
     assert yes.text == (
         "Dạ, tôi đã đặt lịch hẹn cho Nguyễn Văn An lúc 9 giờ 30 sáng, thứ Sáu, ngày 28 tháng "
-        "11. Mã lịch hẹn của quý khách là số 1. Quý khách cần tôi giúp gì thêm không ạ?"
+        f"11. Mã lịch hẹn của quý khách là {spoken_code}; quý khách vui lòng ghi lại mã này để "
+        "xem lại hoặc hủy lịch khi gọi lại. Quý khách cần tôi giúp gì thêm không ạ?"
     )
     assert [call.name for call in yes.tool_calls] == ["book_appointment"]
-    (row,) = rows(db_path)
-    assert row["id"] == 1
+    assert row["id"] == 1 and len(row["code"]) == 6 and row["code"].isdigit()
     assert row["session_id"] == "room-1"
     assert row["name"] == "Nguyễn Văn An"
     assert row["day"] == "2025-11-28"
@@ -225,40 +234,48 @@ async def _book(graph: Graph, session_id: str, name: str, when: str) -> None:
     assert replies[-1].tool_calls[0].ok, await dialogue(conv, [])
 
 
-async def test_read_back(receptionist: Graph) -> None:
+async def test_read_back(receptionist: Graph, db_path: Path) -> None:
     conv = receptionist.conversation(session_id="room-1")
     await talk(conv, "đặt lịch ngày mai 9 giờ sáng, tên tôi là Lan", "vâng")
+    code = code_of(db_path, "Lan")
     (mine,) = await talk(conv, "xem lại lịch hẹn của tôi")
     assert mine.rule == "lookup"
     assert mine.text == (
         "Quý khách có một lịch hẹn: Lan, lúc 9 giờ sáng, ngày mai, thứ Tư, ngày 26 tháng 11, "
-        "mã số 1. Quý khách cần tôi giúp gì thêm không ạ?"
+        f"mã lịch hẹn {' '.join(code)}. Quý khách cần tôi giúp gì thêm không ạ?"
     )
-    # From another call: by name, asked for when not said.
+    # From another call: the code and the name, asked for when not said.
     other = receptionist.conversation(session_id="room-2")
-    ask, found = await talk(other, "kiểm tra lịch hẹn", "Lan ạ")
+    ask, name, found = await talk(other, "kiểm tra lịch hẹn", "Lan ạ", f"mã số {code}")
     assert ask.node == "identify"
-    assert ask.text == "Dạ, quý khách cho tôi xin tên người đã đặt lịch ạ?"
+    assert ask.text == (
+        "Để bảo mật thông tin, quý khách vui lòng cho tôi biết mã lịch hẹn và tên người đã đặt "
+        "lịch ạ."
+    )
+    assert name.node == "identify"
+    assert name.text == (
+        "Để bảo mật thông tin, quý khách cho tôi xin thêm mã lịch hẹn ạ? Đó là mã sáu chữ số tôi "
+        "đã đọc khi đặt lịch."
+    )
     assert found.node == "main" and found.text == mine.text
-    # A name said in the request, without tone marks.
-    (by_name,) = await talk(other, "xem lich hen cua lan")
+    # Both in the request, without tone marks, the code read digit by digit in words.
+    words = " ".join("khong mot hai ba bon nam sau bay tam chin".split()[int(d)] for d in code)
+    (by_name,) = await talk(other, f"xem lich hen cua lan, ma {words}")
     assert by_name.text == mine.text
 
 
 async def test_read_back_several_and_none(receptionist: Graph) -> None:
-    await _book(receptionist, "a", "Lan", "thứ sáu 2 giờ chiều")
-    await _book(receptionist, "b", "Lan", "ngày mai 8 giờ sáng")
     conv = receptionist.conversation(session_id="c")
+    await talk(conv, "đặt lịch thứ sáu 2 giờ chiều, tên tôi là Lan", "đúng rồi")
+    await talk(conv, "đặt lịch ngày mai 8 giờ sáng, tên tôi là Lan", "đúng rồi")
     (both,) = await talk(conv, "xem lại lịch hẹn của Lan")
     assert both.text == (
         "Quý khách có 2 lịch hẹn: Lan, lúc 8 giờ sáng, ngày mai, thứ Tư, ngày 26 tháng 11; "
         "Lan, lúc 2 giờ chiều, thứ Sáu, ngày 28 tháng 11. Quý khách cần tôi giúp gì thêm không ạ?"
     )
-    none, accept = await talk(conv, "xem lại lịch hẹn của Hùng", "có")
-    assert none.text == (
-        "Tôi không tìm thấy lịch hẹn nào sắp tới dưới tên Hùng ạ. Quý khách có muốn đặt lịch mới "
-        "không ạ?"
-    )
+    ask, none, accept = await talk(conv, "xem lại lịch hẹn của Hùng", "mã 123456", "có")
+    assert ask.node == "identify"
+    assert none.text == f"{NO_MATCH} Quý khách có muốn đặt lịch mới không ạ?"
     # Accepting the offer starts a booking with the name already known.
     assert accept.node == "booking" and conv.slots["name"] == "Hùng"
     assert accept.text.endswith("Quý khách muốn đặt lịch vào ngày nào ạ?")
@@ -289,16 +306,22 @@ async def test_cancel(receptionist: Graph, db_path: Path) -> None:
     assert after.node == "identify"  # none left in this call: whose, then?
 
 
-async def test_cancel_from_another_call_by_name(receptionist: Graph, db_path: Path) -> None:
+async def test_cancel_from_another_call_with_code_and_name(
+    receptionist: Graph, db_path: Path
+) -> None:
     await _book(receptionist, "a", "Nguyễn Văn An", "ngày mai 10 giờ")
+    code = code_of(db_path, "Nguyễn Văn An")
     conv = receptionist.conversation(session_id="b")
-    ask, question, done = await talk(conv, "hủy lịch", "tên tôi là nguyen van an", "hủy đi")
-    assert ask.node == "identify"
+    ask, name, question, done = await talk(
+        conv, "hủy lịch", "tên tôi là nguyen van an", f"dạ mã là {code}", "hủy đi"
+    )
+    assert ask.node == name.node == "identify"
     assert question.node == "cancel_confirm" and "Nguyễn Văn An" in question.text
     assert done.node == "main" and done.text.startswith("Dạ, tôi đã hủy lịch hẹn")
     assert rows(db_path)[0]["status"] == "cancelled"
+    # Now cancelled: the same words get the same request for a code as any name would.
     (nothing,) = await talk(conv, "hủy lịch hẹn của Nguyễn Văn An")
-    assert nothing.text.startswith("Tôi không tìm thấy lịch hẹn nào sắp tới dưới tên")
+    assert nothing.node == "identify" and "mã lịch hẹn" in nothing.text
 
 
 async def test_goodbye(receptionist: Graph) -> None:
@@ -396,8 +419,9 @@ async def test_tool_calls_round_trip(receptionist: Graph, db_path: Path) -> None
             "book_appointment", '{"name": "Trần Thị Lan", "day": "2025-11-27", "time": "14:30"}'
         )
     )["booked"]
+    code = booked["code"]
     assert booked == {
-        "id": 1,
+        "code": code,
         "name": "Trần Thị Lan",
         "day": "2025-11-27",
         "time": "14:30",
@@ -420,20 +444,21 @@ async def test_tool_calls_round_trip(receptionist: Graph, db_path: Path) -> None
     assert again["already_booked"] is True and len(rows(db_path)) == 1
 
     mine = json.loads(await conv.handle_tool_call("find_appointment", "{}"))
-    assert mine["count"] == 1 and mine["appointments"][0]["id"] == 1
+    assert mine["count"] == 1 and mine["appointments"][0]["code"] == code
     by_name = json.loads(
         await conv.handle_tool_call("find_appointment", '{"name": "tran thi lan"}')
     )
     assert by_name["appointments"] == mine["appointments"]
-    by_id = json.loads(await conv.handle_tool_call("find_appointment", '{"id": 1}'))
-    assert by_id["appointments"] == mine["appointments"]
+    by_code = json.loads(await conv.handle_tool_call("find_appointment", f'{{"code": "{code}"}}'))
+    assert by_code["appointments"] == mine["appointments"]
 
-    cancelled = json.loads(await conv.handle_tool_call("cancel_appointment", '{"id": 1}'))
+    by_code_only = json.dumps({"code": code})
+    cancelled = json.loads(await conv.handle_tool_call("cancel_appointment", by_code_only))
     assert cancelled["cancelled"]["status"] == "cancelled"
     assert rows(db_path)[0]["status"] == "cancelled"
     assert json.loads(await conv.handle_tool_call("find_appointment", "{}"))["count"] == 0
-    twice = json.loads(await conv.handle_tool_call("cancel_appointment", '{"id": 1}'))
-    assert twice == {"error": "appointment 1 is already cancelled"}
+    twice = json.loads(await conv.handle_tool_call("cancel_appointment", by_code_only))
+    assert twice == {"error": f"appointment {code} is already cancelled"}
     stats = conv.statistics()
     assert (stats.tool_calls, stats.tool_errors) == (9, 1)
 
@@ -462,15 +487,18 @@ async def test_bad_tool_calls_say_what_is_wrong(receptionist: Graph) -> None:
         "book_appointment", '{"name": "Lan", "day": "2025-11-27", "time": "09:00", "x": 1}'
     ) == ("unknown argument 'x' (expected: name, day, time)")
     assert await call("book_appointment", '{"name": "Lan", "day": "2025-02-30", "time": "09:00"}')
-    assert await call("cancel_appointment", '{"id": "one"}') == (
-        "argument 'id' must be integer, not string"
+    assert await call("cancel_appointment", '{"code": 482913}') == (
+        "argument 'code' must be string, not integer"
     )
-    assert await call("cancel_appointment", '{"id": true}') == (
-        "argument 'id' must be integer, not boolean"
+    assert await call("cancel_appointment", '{"code": true}') == (
+        "argument 'code' must be string, not boolean"
     )
-    assert await call("cancel_appointment", '{"id": 0}') == "argument 'id' must be at least 1"
+    assert "does not match" in await call("cancel_appointment", '{"code": "48291"}')
+    assert await call("cancel_appointment", '{"id": 1}') == "missing required argument 'code'"
     assert await call("cancel_appointment", "[1]") == "arguments must be a JSON object, not array"
-    assert (await call("cancel_appointment", '{"id": 1')).startswith("arguments are not valid JSON")
+    assert (await call("cancel_appointment", '{"code": "1')).startswith(
+        "arguments are not valid JSON"
+    )
     assert (await call("send_email", "{}")).startswith("unknown tool 'send_email' (tools: get_time")
     # Business rules, in words the model can pass on.
     assert await call(
@@ -482,37 +510,47 @@ async def test_bad_tool_calls_say_what_is_wrong(receptionist: Graph) -> None:
     assert "opening hours" in await call(
         "book_appointment", '{"name": "Lan", "day": "2025-11-26", "time": "19:00"}'
     )
-    assert await call("cancel_appointment", '{"id": 42}') == "there is no appointment number 42"
+    assert (await call("cancel_appointment", '{"code": "999999"}')).endswith(NO_MATCH)
     stats = conv.statistics()
-    assert stats.tool_calls == stats.tool_errors == 16
+    assert stats.tool_calls == stats.tool_errors == 17
     assert conv.node.name == "main"
 
 
 async def test_cancel_by_tool_needs_the_name_from_another_call(receptionist: Graph) -> None:
     first = receptionist.conversation(session_id="azure-1")
-    await first.handle_tool_call(
+    booked = await first.handle_tool_call(
         "book_appointment", '{"name": "Lê Văn Tám", "day": "2025-11-26", "time": "08:00"}'
     )
+    code = json.loads(booked)["booked"]["code"]
     second = receptionist.conversation(session_id="azure-2")
-    refused = json.loads(await second.handle_tool_call("cancel_appointment", '{"id": 1}'))
-    assert "booked under another name" in refused["error"]
-    wrong = json.loads(await second.handle_tool_call("cancel_appointment", '{"id":1,"name":"Lan"}'))
-    assert "error" in wrong
+    refused = await second.handle_tool_call("cancel_appointment", json.dumps({"code": code}))
+    assert json.loads(refused)["error"].endswith(NO_MATCH)
+    wrong = await second.handle_tool_call(
+        "cancel_appointment", json.dumps({"code": code, "name": "Lan"})
+    )
+    assert wrong == refused
     done = json.loads(
-        await second.handle_tool_call("cancel_appointment", '{"id": 1, "name": "le van tam"}')
+        await second.handle_tool_call(
+            "cancel_appointment", json.dumps({"code": code, "name": "le van tam"})
+        )
     )
     assert done["cancelled"]["name"] == "Lê Văn Tám"
 
 
-async def test_one_store_for_both_brains(receptionist: Graph) -> None:
+async def test_one_store_for_both_brains(receptionist: Graph, db_path: Path) -> None:
     """What the model booked, the rules read back (and the other way round)."""
     azure = receptionist.conversation(session_id="azure-1")
     await azure.handle_tool_call(
         "book_appointment", '{"name": "Hoa", "day": "2025-11-28", "time": "11:00"}'
     )
     local = receptionist.conversation(session_id="local-1")
-    (reply,) = await talk(local, "xem lịch hẹn của Hoa")
+    (reply,) = await talk(local, f"xem lịch hẹn của Hoa, mã {code_of(db_path, 'Hoa')}")
     assert "Hoa, lúc 11 giờ sáng, thứ Sáu, ngày 28 tháng 11" in reply.text
+    await talk(local, "đặt lịch thứ bảy 9 giờ tên tôi là Minh", "đúng rồi")
+    again = receptionist.conversation(session_id="azure-2")
+    arguments = json.dumps({"code": code_of(db_path, "Minh"), "name": "minh"})
+    found = json.loads(await again.handle_tool_call("find_appointment", arguments))
+    assert found["appointments"][0]["spoken"] == "9 giờ sáng, thứ Bảy, ngày 29 tháng 11"
 
 
 # ------------------------------------------------------------ rooms and figures
@@ -574,7 +612,8 @@ async def test_database_folder_and_table_are_created(tmp_path: Path, clock: Cloc
     assert await trio.Path(path).is_file() and len(rows(path)) == 1
     # A second graph (a restarted process) on the same file carries on.
     again = build_receptionist(path, clock=clock).conversation(session_id="r2")
-    found = json.loads(await again.handle_tool_call("find_appointment", '{"name": "An"}'))
+    arguments = json.dumps({"code": rows(path)[0]["code"], "name": "An"})
+    found = json.loads(await again.handle_tool_call("find_appointment", arguments))
     assert found["count"] == 1
 
 

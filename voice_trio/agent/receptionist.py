@@ -2,8 +2,17 @@
 
 It greets, tells the time and date, books an appointment (name, day, hour:
 it asks again for what is missing and reads the booking back for a "có" or
-"không"), stores it in SQLite, reads it back, cancels it, says goodbye, and
-says plainly when it did not understand, with what the caller can say.
+"không"), stores it in SQLite under a random six-digit booking code, reads it
+back, cancels it, says goodbye, and says plainly when it did not understand,
+with what the caller can say.
+
+Privacy: a booking is read back or cancelled only from the session that made
+it, or when the caller gives its booking code together with the name it was
+made under (marks and case ignored). Anything else gets the same answer
+whether or not such a booking exists (:data:`NO_MATCH`), and a session that
+gets a code or a name wrong :data:`MAX_CODE_TRIES` times is refused from then
+on (:data:`TOO_MANY_TRIES`). The tool handlers enforce this, so it holds on
+both brains, whatever the model is told or decides.
 
 The local brain walks it by rules (nodes ``main``, ``booking``,
 ``booking_confirm``, ``identify``, ``cancel_confirm``, ``goodbye``); the Azure
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import sqlite3
 import zoneinfo
 from collections.abc import Callable, Sequence
@@ -32,7 +42,9 @@ from .graph import Conversation, Graph, Node, Rule, Say, Tool, ToolError, phrase
 from .vietnamese import (
     WEEKDAYS,
     Utterance,
+    code_span,
     extract_name,
+    format_code,
     format_date,
     format_time,
     name_key,
@@ -43,6 +55,9 @@ from .vietnamese import (
 )
 
 __all__ = [
+    "MAX_CODE_TRIES",
+    "NO_MATCH",
+    "TOO_MANY_TRIES",
     "VIETNAM",
     "Appointment",
     "AppointmentStore",
@@ -83,6 +98,8 @@ class Appointment:
     time: dt.time
     created_at: str
     status: str  # "booked" or "cancelled"
+    #: Six digits, random, unique in the file: what the caller says to find it from another call.
+    code: str
 
     def spoken(self, today: dt.date | None = None) -> str:
         """``"9 giờ sáng, thứ Tư, ngày 26 tháng 11"``."""
@@ -90,7 +107,7 @@ class Appointment:
 
     def to_json(self, today: dt.date | None = None) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "code": self.code,
             "name": self.name,
             "day": self.day.isoformat(),
             "time": self.time.strftime("%H:%M"),
@@ -100,7 +117,7 @@ class Appointment:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Appointment:
-        id_, session_id, name, day, time, created_at, status = row
+        id_, session_id, name, day, time, created_at, status, code = row
         return cls(
             id=id_,
             session_id=session_id,
@@ -109,6 +126,7 @@ class Appointment:
             time=dt.time.fromisoformat(time),
             created_at=created_at,
             status=status,
+            code=code,
         )
 
 
@@ -121,12 +139,35 @@ CREATE TABLE IF NOT EXISTS appointments (
     time TEXT NOT NULL,         -- HH:MM, local time
     created_at TEXT NOT NULL,   -- ISO 8601 with offset
     status TEXT NOT NULL DEFAULT 'booked',
-    name_key TEXT NOT NULL      -- the name without marks, lower case: for look-ups
+    name_key TEXT NOT NULL,     -- the name without marks, lower case: for look-ups
+    code TEXT                   -- the booking code (six digits); NULL only before migration
 );
 CREATE INDEX IF NOT EXISTS appointments_name_key ON appointments (name_key, status);
 CREATE INDEX IF NOT EXISTS appointments_session ON appointments (session_id, status);
 """
-_COLUMNS = "id, session_id, name, day, time, created_at, status"
+_COLUMNS = "id, session_id, name, day, time, created_at, status, code"
+#: Codes are drawn again on a clash; with 900 000 codes this never runs out in a demo.
+_CODE_DRAWS = 20
+
+
+def _new_code() -> str:
+    """Six random digits, no leading zero (said as a six-digit number, it stays six)."""
+    return str(100_000 + secrets.randbelow(900_000))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Give a file from before booking codes its ``code`` column, and every row a code."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(appointments)")}
+    if "code" not in columns:
+        conn.execute("ALTER TABLE appointments ADD COLUMN code TEXT")
+    for (id_,) in conn.execute("SELECT id FROM appointments WHERE code IS NULL").fetchall():
+        for _ in range(_CODE_DRAWS):
+            code = _new_code()
+            if conn.execute("SELECT 1 FROM appointments WHERE code = ?", (code,)).fetchone():
+                continue
+            conn.execute("UPDATE appointments SET code = ? WHERE id = ?", (code, id_))
+            break
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS appointments_code ON appointments (code)")
 
 
 class AppointmentStore:
@@ -148,6 +189,8 @@ class AppointmentStore:
         if not self._ready:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            with conn:
+                _migrate(conn)
             self._ready = True
         return conn
 
@@ -167,14 +210,20 @@ class AppointmentStore:
     ) -> Appointment:
         def add(conn: sqlite3.Connection) -> Appointment:
             row = (session_id, name, day.isoformat(), time.strftime("%H:%M"))
-            cursor = conn.execute(
-                "INSERT INTO appointments (session_id, name, day, time, created_at, status, "
-                "name_key) VALUES (?, ?, ?, ?, ?, 'booked', ?)",
-                (*row, created_at.isoformat(timespec="seconds"), name_key(name)),
-            )
-            added = _get(conn, cursor.lastrowid or 0)
-            assert added is not None  # just inserted, in the same transaction
-            return added
+            for _ in range(_CODE_DRAWS):
+                try:
+                    cursor = conn.execute(
+                        "INSERT INTO appointments (session_id, name, day, time, created_at, "
+                        "status, name_key, code) VALUES (?, ?, ?, ?, ?, 'booked', ?, ?)",
+                        (*row, created_at.isoformat(timespec="seconds"), name_key(name),
+                         _new_code()),
+                    )  # fmt: skip
+                except sqlite3.IntegrityError:
+                    continue  # the code is taken (the only unique column): draw again
+                added = _get(conn, cursor.lastrowid or 0)
+                assert added is not None  # just inserted, in the same transaction
+                return added
+            raise RuntimeError(f"no free booking code after {_CODE_DRAWS} draws")
 
         result: Appointment = await self._run(add)
         return result
@@ -188,10 +237,14 @@ class AppointmentStore:
         *,
         session_id: str | None = None,
         name: str | None = None,
+        code: str | None = None,
         from_day: dt.date | None = None,
         status: str | None = "booked",
     ) -> list[Appointment]:
-        """Appointments by session and/or name (marks and case ignored), soonest first."""
+        """Appointments by session, name (marks and case ignored) and/or code, soonest first.
+
+        Who may see them is the caller's business (see :class:`_Receptionist`).
+        """
         where, args = [], []
         if session_id is not None:
             where.append("session_id = ?")
@@ -199,6 +252,9 @@ class AppointmentStore:
         if name is not None:
             where.append("name_key = ?")
             args.append(name_key(name))
+        if code is not None:
+            where.append("code = ?")
+            args.append(code)
         if from_day is not None:
             where.append("day >= ?")
             args.append(from_day.isoformat())
@@ -243,6 +299,51 @@ _ASK_NAME = "Quý khách cho tôi xin tên người đặt lịch ạ?"
 _ASK_DAY = "Quý khách muốn đặt lịch vào ngày nào ạ?"
 _ANYTHING_ELSE = "Quý khách cần tôi giúp gì thêm không ạ?"
 
+# Privacy. A booking from another call is found only by its code and its name together,
+# and every failure says the same, so no answer tells whether a booking exists.
+#: Wrong code-and-name tries a session may make; after that every try is refused, right or
+#: wrong, so one call cannot work through the 900 000 codes for a name it knows.
+MAX_CODE_TRIES = 5
+#: The answer to any code and name that do not both match one upcoming booking.
+NO_MATCH = (
+    "Xin lỗi, tôi không tìm thấy lịch hẹn nào khớp với mã lịch hẹn và tên này. Để bảo mật "
+    "thông tin, tôi chỉ đọc lại hoặc hủy lịch hẹn đã đặt trong chính cuộc gọi này, hoặc khi "
+    "quý khách cho biết đúng mã lịch hẹn cùng tên người đã đặt lịch ạ."
+)
+#: The answer to every try after :data:`MAX_CODE_TRIES` wrong ones.
+TOO_MANY_TRIES = (
+    "Xin lỗi, mã lịch hẹn hoặc tên đã không khớp nhiều lần, nên để bảo mật thông tin tôi "
+    "không tra cứu lịch hẹn bằng mã trong cuộc gọi này nữa ạ."
+)
+_ASK_BOTH = (
+    "Để bảo mật thông tin, quý khách vui lòng cho tôi biết mã lịch hẹn và tên người đã đặt lịch ạ."
+)
+_ASK_CODE = (
+    "Để bảo mật thông tin, quý khách cho tôi xin thêm mã lịch hẹn ạ? Đó là mã sáu chữ số tôi "
+    "đã đọc khi đặt lịch."
+)
+_ASK_WHOSE = "Dạ, quý khách cho tôi xin thêm tên người đã đặt lịch ạ?"
+_FORGOT = (
+    "Dạ, để bảo mật thông tin, khi không có mã lịch hẹn tôi chỉ xem lại hoặc hủy được lịch "
+    "hẹn đã đặt trong chính cuộc gọi này thôi ạ."
+)
+# What the tools answer the model (which says the Vietnamese to the caller).
+_REFUSED = (
+    "no upcoming appointment matches that booking code and name (for privacy, one booked in "
+    "another call is found only by its code together with the name it was booked under; "
+    f"say nothing else about any booking). Tell the caller: {NO_MATCH}"
+)
+_LOCKED = (
+    "too many wrong booking codes or names in this call: no more look-ups by code. Tell the "
+    f"caller: {TOO_MANY_TRIES}"
+)
+_NOTE = (
+    "nothing booked in this call matches. An appointment booked in another call is found "
+    "only with both its booking code (6 digits) and the name it was booked under: ask the "
+    f"caller for both, never say whether anyone has a booking. Ask: {_ASK_BOTH}"
+)
+_FAILURES = "code_failures"  # the slot counting a session's wrong tries
+
 _GOODBYE = ("tạm biệt", "bye", "bai bai", "hẹn gặp lại", "không cần gì nữa", "vậy thôi",
             "không còn gì nữa", "thế thôi", "thôi cảm ơn", "hết rồi", "cúp máy")  # fmt: skip
 _ASK_TIME = ("mấy giờ", "bây giờ là", "giờ là mấy", "mấy h", "giờ hiện tại", "thời gian")
@@ -266,6 +367,7 @@ _CLOSING = ("không", "ko", "k", "dạ", "ạ", "cần", "gì", "nữa", "đâu"
             "ơn", "cám", "nhé", "nha", "vâng", "ừ", "em", "bạn", "à", "ờ", "có",
             "chưa")  # fmt: skip
 _CHANGE = ("đổi", "sửa", "thay", "nhầm")
+_FORGOT_CODE = ("không nhớ", "quên", "không có mã", "không biết mã", "mất mã", "không còn mã")
 # A turn that asks ("mấy giờ rồi?") fills no slot, even if it names a day.
 _QUESTION = ("mấy", "bao nhiêu")
 
@@ -323,8 +425,14 @@ class _Receptionist:
             'là "quý khách".\n'
             "Việc bạn làm: chào hỏi; cho biết giờ và ngày (gọi get_time); đặt lịch hẹn: cần đủ "
             "tên, ngày và giờ, hỏi lại điều còn thiếu, đọc lại để quý khách xác nhận rồi mới gọi "
-            "book_appointment; xem lại lịch hẹn (find_appointment); hủy lịch hẹn: tìm bằng "
-            "find_appointment, hỏi quý khách xác nhận, rồi gọi cancel_appointment với id và tên.\n"
+            "book_appointment, rồi đọc cho quý khách mã lịch hẹn (6 chữ số, đọc từng số) và dặn "
+            "ghi lại; xem lại lịch hẹn (find_appointment); hủy lịch hẹn: tìm bằng "
+            "find_appointment, hỏi quý khách xác nhận, rồi gọi cancel_appointment với mã (code) "
+            "và tên.\n"
+            "Bảo mật: chỉ đọc lại hay hủy lịch hẹn đã đặt trong chính cuộc gọi này "
+            "(find_appointment không tham số), hoặc khi quý khách nói cả mã lịch hẹn và tên "
+            "người đã đặt lịch (gọi find_appointment với code và name). Chỉ biết tên thì không "
+            "đủ: hỏi thêm mã; không bao giờ nói có hay không có lịch hẹn của ai.\n"
             f"{self.business} nhận lịch {self.hours_text()}.\n"
             f"Hôm nay là {format_date(now.date())} năm {now.year}, bây giờ là "
             f"{format_time(now.time())} (giờ Việt Nam). Gửi ngày cho công cụ theo dạng "
@@ -386,41 +494,73 @@ class _Receptionist:
         conversation.slots["last_booked"] = appointment.id
         return {"booked": appointment.to_json(today)}
 
+    def _wrong_try(self, conversation: Conversation) -> None:
+        conversation.slots[_FAILURES] = conversation.slots.get(_FAILURES, 0) + 1
+
+    def locked_out(self, conversation: Conversation) -> bool:
+        """This session has had its :data:`MAX_CODE_TRIES` wrong tries."""
+        tries: int = conversation.slots.get(_FAILURES, 0)
+        return tries >= MAX_CODE_TRIES
+
+    def _own(self, conversation: Conversation, appointment: Appointment) -> bool:
+        return appointment.session_id == conversation.session_id
+
     async def find_appointment(
-        self, conversation: Conversation, *, name: str | None = None, id: int | None = None
+        self, conversation: Conversation, *, code: str | None = None, name: str | None = None
     ) -> dict[str, Any]:
+        """The upcoming appointments booked in this session (narrowed by ``code`` and/or
+        ``name`` when given), or, with both, the one with that code under that name."""
         today = self.now().date()
-        if id is not None:
-            appointment = await self.store.get(int(id))
-            found = [appointment] if appointment is not None else []
-        elif name is not None:
-            found = await self.store.find(name=name, from_day=today)
-        else:
-            found = await self.store.find(session_id=conversation.session_id, from_day=today)
-        return {"appointments": [a.to_json(today) for a in found], "count": len(found)}
+        code = None if code is None else code.strip()
+        found = await self.store.find(
+            session_id=conversation.session_id, code=code, name=name, from_day=today
+        )
+        if not found and code is not None and name is not None:
+            if self.locked_out(conversation):
+                raise ToolError(_LOCKED)
+            found = [
+                a
+                for a in await self.store.find(code=code, from_day=today)
+                if self._own(conversation, a) or name_key(a.name) == name_key(name)
+            ]
+            if not found:
+                self._wrong_try(conversation)
+                raise ToolError(_REFUSED)
+        result: dict[str, Any] = {
+            "appointments": [a.to_json(today) for a in found],
+            "count": len(found),
+        }
+        if not found:
+            result["note"] = _NOTE
+        return result
 
     async def cancel_appointment(
-        self, conversation: Conversation, *, id: int, name: str | None = None
+        self, conversation: Conversation, *, code: str, name: str | None = None
     ) -> dict[str, Any]:
-        appointment = await self.store.get(int(id))
-        if appointment is None:
-            raise ToolError(f"there is no appointment number {id}")
+        """Cancel the appointment with this code: booked in this session, or under ``name``."""
+        code = code.strip()
+        matches = await self.store.find(code=code, status=None)
+        appointment = matches[0] if matches else None
+        if appointment is None or not self._own(conversation, appointment):
+            # Checked in this order, and answered alike, so that no reply tells a code that
+            # exists from one that does not, or a right name from a wrong one.
+            if self.locked_out(conversation):
+                raise ToolError(_LOCKED)
+            if appointment is None or name is None or name_key(name) != name_key(appointment.name):
+                self._wrong_try(conversation)
+                raise ToolError(_REFUSED)
         if appointment.status != "booked":
-            raise ToolError(f"appointment {id} is already {appointment.status}")
-        same_name = name is not None and name_key(name) == name_key(appointment.name)
-        if appointment.session_id != conversation.session_id and not same_name:
-            raise ToolError(
-                f"appointment {id} was booked under another name; ask for the name it is under"
-            )
+            raise ToolError(f"appointment {code} is already {appointment.status}")
         cancelled = await self.store.cancel(appointment.id)
         if cancelled is None:
-            raise ToolError(f"appointment {id} is already cancelled")
+            raise ToolError(f"appointment {code} is already cancelled")
         return {"cancelled": cancelled.to_json(self.now().date())}
 
     def tools(self) -> list[Tool]:
         name = {"type": "string", "minLength": 1, "maxLength": 80,
                 "description": "Tên người đặt lịch, ví dụ \"Nguyễn Văn An\""}  # fmt: skip
-        appointment_id = {"type": "integer", "minimum": 1, "description": "Mã lịch hẹn"}
+        code = {"type": "string", "pattern": r"^\s*\d{6}\s*$",
+                "description": "Mã lịch hẹn: 6 chữ số, ví dụ \"482913\""}  # fmt: skip
         return [
             Tool(
                 name="get_time",
@@ -456,27 +596,29 @@ class _Receptionist:
             Tool(
                 name="find_appointment",
                 description=(
-                    "Tìm các lịch hẹn sắp tới: theo mã (id), theo tên, hoặc (không có tham số) "
-                    "các lịch đã đặt trong cuộc gọi này."
+                    "Tìm các lịch hẹn sắp tới. Không tham số: các lịch đã đặt trong cuộc gọi "
+                    "này (name hoặc code chỉ lọc trong số đó). Lịch đặt từ cuộc gọi khác chỉ "
+                    "tìm được khi có cả mã lịch hẹn (code) và tên người đã đặt (name), và phải "
+                    "khớp cả hai; nếu không, công cụ trả lỗi và câu cần nói với quý khách."
                 ),
                 handler=self.find_appointment,
                 parameters={
                     "type": "object",
-                    "properties": {"name": name, "id": appointment_id},
+                    "properties": {"code": code, "name": name},
                     "additionalProperties": False,
                 },
             ),
             Tool(
                 name="cancel_appointment",
                 description=(
-                    "Hủy một lịch hẹn theo mã (id), sau khi quý khách xác nhận. Với lịch đặt từ "
-                    "cuộc gọi khác, cần tên người đặt."
+                    "Hủy một lịch hẹn theo mã lịch hẹn (code), sau khi quý khách xác nhận. Với "
+                    "lịch đặt từ cuộc gọi khác, cần cả tên người đã đặt lịch (name), khớp với mã."
                 ),
                 handler=self.cancel_appointment,
                 parameters={
                     "type": "object",
-                    "properties": {"id": appointment_id, "name": name},
-                    "required": ["id"],
+                    "properties": {"code": code, "name": name},
+                    "required": ["code"],
                     "additionalProperties": False,
                 },
             ),
@@ -675,52 +817,79 @@ class _Receptionist:
         return self.fill(conversation, self.extract(utterance))
 
     async def lookup(self, conversation: Conversation, utterance: Utterance) -> str:
-        return await self.lookup_for(conversation, extract_name(utterance))
+        return await self.look(conversation, "lookup", *self.credentials(utterance))
 
-    async def _find(
-        self, conversation: Conversation, name: str | None, purpose: str
-    ) -> list[dict[str, Any]] | str:
-        """The upcoming appointments under ``name``, or what to say instead (a failure,
-        or asking for the name when none was given and none was found)."""
+    async def cancel(self, conversation: Conversation, utterance: Utterance) -> str:
+        return await self.look(conversation, "cancel", *self.credentials(utterance))
+
+    def credentials(
+        self, utterance: Utterance, *, bare: bool = False
+    ) -> tuple[str | None, str | None]:
+        """The booking code and the name said in this turn ("mã 482913, tên Lan")."""
+        code = None
+        if (found := code_span(utterance)) is not None:
+            code, span = found
+            utterance = utterance.without(*span)
+        name = extract_name(utterance)
+        if name is None and bare:
+            name = extract_name(utterance, bare=True)
+        return code, name
+
+    async def look(
+        self, conversation: Conversation, purpose: str, code: str | None, name: str | None
+    ) -> str:
+        """Find the bookings to read back or cancel (``purpose``): this session's, or the
+        one with this code under this name; else ask for what is missing, or refuse."""
         conversation.goto("main")
-        result = await conversation.call_tool("find_appointment", **_named(name))
+        for slot in ("purpose", "code", "whose"):
+            conversation.slots.pop(slot, None)
+        arguments = {k: v for k, v in (("code", code), ("name", name)) if v is not None}
+        result = await conversation.call_tool("find_appointment", **arguments)
         if not result.ok:
-            return f"Xin lỗi, tôi chưa tra được lịch hẹn lúc này. {_ANYTHING_ELSE}"
+            return self.refusal(conversation, purpose, result.error, name)
         found: list[dict[str, Any]] = result.value["appointments"]
-        if not found and name is None:
-            conversation.slots["purpose"] = purpose
-            conversation.goto("identify")
-            return "Dạ, quý khách cho tôi xin tên người đã đặt lịch ạ?"
-        return found
-
-    async def lookup_for(self, conversation: Conversation, name: str | None) -> str:
-        found = await self._find(conversation, name, "lookup")
-        if isinstance(found, str):
-            return found
         if not found:
+            # Nothing from this session: a code and a name are needed, whoever asks.
+            conversation.slots.update(purpose=purpose, code=code, whose=name)
+            conversation.goto("identify")
+            return self.ask_credentials(conversation)
+        if purpose == "cancel":
+            return self.ask_cancel(conversation, found)
+        return self.read_back(found)
+
+    def refusal(
+        self, conversation: Conversation, purpose: str, error: str | None, name: str | None
+    ) -> str:
+        if error == _LOCKED:
+            return f"{TOO_MANY_TRIES} {_ANYTHING_ELSE}"
+        if error != _REFUSED:
+            return f"Xin lỗi, tôi chưa tra được lịch hẹn lúc này. {_ANYTHING_ELSE}"
+        if purpose == "lookup":
             conversation.slots["offer_turn"] = conversation.turns
             conversation.slots["offer_name"] = name
-            return (
-                f"Tôi không tìm thấy lịch hẹn nào sắp tới dưới tên {name} ạ. Quý khách có muốn "
-                "đặt lịch mới không ạ?"
-            )
+            return f"{NO_MATCH} Quý khách có muốn đặt lịch mới không ạ?"
+        return f"{NO_MATCH} {_ANYTHING_ELSE}"
+
+    def ask_credentials(self, conversation: Conversation) -> str:
+        """What to ask for in the ``identify`` node: the code, the name, or both."""
+        code, whose = conversation.slots.get("code"), conversation.slots.get("whose")
+        if code is None and whose is None:
+            return _ASK_BOTH
+        return _ASK_CODE if code is None else _ASK_WHOSE
+
+    def read_back(self, found: list[dict[str, Any]]) -> str:
         if len(found) == 1:
             a = found[0]
-            text = f"Quý khách có một lịch hẹn: {a['name']}, lúc {a['spoken']}, mã số {a['id']}."
+            text = (
+                f"Quý khách có một lịch hẹn: {a['name']}, lúc {a['spoken']}, mã lịch hẹn "
+                f"{format_code(a['code'])}."
+            )
         else:
             listed = "; ".join(f"{a['name']}, lúc {a['spoken']}" for a in found)
             text = f"Quý khách có {len(found)} lịch hẹn: {listed}."
         return f"{text} {_ANYTHING_ELSE}"
 
-    async def cancel(self, conversation: Conversation, utterance: Utterance) -> str:
-        return await self.cancel_for(conversation, extract_name(utterance))
-
-    async def cancel_for(self, conversation: Conversation, name: str | None) -> str:
-        found = await self._find(conversation, name, "cancel")
-        if isinstance(found, str):
-            return found
-        if not found:
-            return f"Tôi không tìm thấy lịch hẹn nào sắp tới dưới tên {name} ạ. {_ANYTHING_ELSE}"
+    def ask_cancel(self, conversation: Conversation, found: list[dict[str, Any]]) -> str:
         target = found[0]
         conversation.slots["cancel"] = target
         conversation.goto("cancel_confirm")
@@ -786,7 +955,8 @@ class _Receptionist:
         booked = result.value["booked"]
         return (
             f"Dạ, tôi đã đặt lịch hẹn cho {booked['name']} lúc {booked['spoken']}. Mã lịch hẹn "
-            f"của quý khách là số {booked['id']}. {_ANYTHING_ELSE}"
+            f"của quý khách là {format_code(booked['code'])}; quý khách vui lòng ghi lại mã này "
+            f"để xem lại hoặc hủy lịch khi gọi lại. {_ANYTHING_ELSE}"
         )
 
     async def reject(self, conversation: Conversation, utterance: Utterance) -> str:
@@ -802,28 +972,34 @@ class _Receptionist:
     # ---------------------------------------------------------------- identify
 
     async def identified(self, conversation: Conversation, utterance: Utterance) -> str:
-        name = extract_name(utterance) or extract_name(utterance, bare=True)
-        return await self.proceed(conversation, name)
+        return await self.identify_with(conversation, *self.credentials(utterance, bare=True))
 
-    async def proceed(self, conversation: Conversation, name: str | None) -> str:
-        purpose = conversation.slots.pop("purpose", "lookup")
-        if purpose == "cancel":
-            return await self.cancel_for(conversation, name)
-        return await self.lookup_for(conversation, name)
+    async def identify_with(
+        self, conversation: Conversation, code: str | None, name: str | None
+    ) -> str:
+        """Add what this turn said to what was said before, and look again."""
+        slots = conversation.slots
+        code = code or slots.get("code")
+        name = name or slots.get("whose")
+        return await self.look(conversation, slots.get("purpose", "lookup"), code, name)
 
     async def identify_fallback(self, conversation: Conversation, utterance: Utterance) -> Say:
-        name = extract_name(utterance, bare=True)
-        if name is not None:
-            return Say(await self.proceed(conversation, name))
+        code, name = self.credentials(utterance, bare=True)
+        if code is not None or name is not None:
+            return Say(await self.identify_with(conversation, code, name))
         return Say(
-            "Xin lỗi, tôi chưa nghe rõ. Quý khách cho tôi xin tên người đã đặt lịch ạ?",
-            understood=False,
+            f"Xin lỗi, tôi chưa nghe rõ. {self.ask_credentials(conversation)}", understood=False
         )
 
     async def stop_identify(self, conversation: Conversation, utterance: Utterance) -> str:
-        conversation.slots.pop("purpose", None)
+        for slot in ("purpose", "code", "whose"):
+            conversation.slots.pop(slot, None)
         conversation.goto("main")
         return f"Dạ vâng. {_ANYTHING_ELSE}"
+
+    async def forgot_code(self, conversation: Conversation, utterance: Utterance) -> str:
+        await self.stop_identify(conversation, utterance)
+        return f"{_FORGOT} {_ANYTHING_ELSE}"
 
     # ---------------------------------------------------------------- cancel
 
@@ -835,7 +1011,7 @@ class _Receptionist:
     async def do_cancel(self, conversation: Conversation, utterance: Utterance) -> str:
         target = conversation.slots.pop("cancel")
         result = await conversation.call_tool(
-            "cancel_appointment", id=target["id"], name=target["name"]
+            "cancel_appointment", code=target["code"], name=target["name"]
         )
         if not result.ok:
             conversation.goto("main")
@@ -872,6 +1048,7 @@ class _Receptionist:
                 Rule("lookup", self.wants(*_LOOKUP), self.lookup),
                 Rule("book", self.wants(*_BOOK), self.start_booking),
                 Rule("lookup", self.wants(*_LOOKUP_WEAK), self.lookup),
+                Rule("lookup", lambda c, u: code_span(u) is not None, self.lookup),
                 Rule("book", self.says_slots, self.start_booking),
                 Rule("no_more", self.nothing_more, self.no_more),
                 Rule("yes", lambda c, u: len(u) <= 3 and self.yes(c, u), self.yes_what),
@@ -904,12 +1081,15 @@ class _Receptionist:
         )
         identify = Node(
             name="identify",
-            instructions="Hỏi tên người đã đặt lịch để tìm lịch hẹn.",
+            instructions=(
+                "Để bảo mật, hỏi mã lịch hẹn và tên người đã đặt lịch; cần cả hai mới tìm được."
+            ),
             rules=[
+                Rule("forgot", phrases(*_FORGOT_CODE), self.forgot_code),
                 Rule("stop", phrases("thôi", "không cần", "bỏ qua", "dừng"), self.stop_identify),
-                Rule("name", lambda c, u: extract_name(u) is not None, self.identified),
+                Rule("credentials", lambda c, u: any(self.credentials(u)), self.identified),
             ],
-            prompt=lambda c: "Quý khách cho tôi xin tên người đã đặt lịch ạ?",
+            prompt=self.ask_credentials,
             fallback=self.identify_fallback,
         )
         cancel_confirm = Node(
@@ -944,10 +1124,6 @@ class _Receptionist:
 
 def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-def _named(name: str | None) -> dict[str, Any]:
-    return {} if name is None else {"name": name}
 
 
 def build_receptionist(
