@@ -81,6 +81,12 @@ async def running_server(
     # One test process serves many apps: the collector tuning (gc.freeze) is a
     # server process's, tested by the commands in test_cli and the bench.
     fields.setdefault("gc_thresholds", "off")
+    # Every test client comes from 127.0.0.1, and many tests send bursts: the
+    # per-address and per-room rate limits are lifted unless a test sets them
+    # (tests/test_security.py, tests/test_front_door.py).
+    for name in ("max_rooms_per_ip", "handshake_burst_per_ip", "room_message_rate"):
+        fields.setdefault(name, 100_000)
+    fields.setdefault("room_audio_rate", 100_000.0)
     app = app_class(settings or Settings(**fields), speech=speech, agent=agent)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:

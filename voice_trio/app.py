@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from .providers.breaker import CircuitBreaker
 from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .room import CloseCode, Room
+from .security import HandshakeGuard, Refusal, header_map, refusal_headers, session_id_of
 from .transport import ASGITransport, Transport
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
@@ -46,7 +46,6 @@ log = logging.getLogger("voice_trio")
 adapt_hypercorn()
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_WS_PATH = re.compile(r"/ws/([A-Za-z0-9_-]{1,128})")
 
 
 class VoiceTrioApp:
@@ -70,6 +69,7 @@ class VoiceTrioApp:
         self.metrics = ServerMetrics()
         self.rooms: dict[str, Room] = {}
         self.shutting_down = False
+        self._guard: HandshakeGuard | None = None
         self._nursery: trio.Nursery | None = None
         self.metrics.rooms_open = lambda: len(self.rooms)
         self.metrics.upstreams_live = lambda: sum(r.upstream_live for r in self.rooms.values())
@@ -117,10 +117,10 @@ class VoiceTrioApp:
                 voice=settings.azure_voice,
                 session_max_s=settings.azure_session_max_s,
                 breaker=self.azure_breaker,
+                stall_timeout_s=settings.azure_stall_timeout_s,
             )
         first = room.conversation is None
         return LocalBrain(
-                stall_timeout_s=settings.azure_stall_timeout_s,
             room.options,
             speech=self._require_speech(),
             responder=self.make_responder(room),
@@ -268,22 +268,52 @@ class VoiceTrioApp:
 
     # -------------------------------------------------------------- websocket
 
-    def session_id_of(self, path: str) -> str | None:
+    @staticmethod
+    def session_id_of(path: str) -> str | None:
         """The session id of a WebSocket path ``/ws/{1-128 of [A-Za-z0-9_-]}``, or None."""
-        match = _WS_PATH.fullmatch(path)
-        return None if match is None else match.group(1)
+        return session_id_of(path)
+
+    @property
+    def guard(self) -> HandshakeGuard:
+        """The checks of every room's handshake (tokens, origins, per-address limits)."""
+        if self._guard is None:
+            settings = self.settings
+            self._guard = HandshakeGuard(
+                secret=settings.auth_secret,
+                allow_unauthenticated=settings.allow_unauthenticated,
+                allowed_origins=settings.allowed_origins,
+                trusted_proxies=settings.trusted_proxies,
+                max_rooms_per_ip=settings.max_rooms_per_ip,
+                handshake_rate_per_ip=settings.handshake_rate_per_ip,
+                handshake_burst_per_ip=settings.handshake_burst_per_ip,
+                refused=self._handshake_refused,
+            )
+        return self._guard
+
+    def _handshake_refused(self, reason: str) -> None:
+        self.metrics.handshakes_refused[reason] += 1
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        session_id = self.session_id_of(scope["path"])
-        if session_id is None:
-            # Refused at the handshake (HTTP 403).
-            await send({"type": "websocket.close", "code": CloseCode.NORMAL})
+        query = scope.get("query_string", b"").decode("latin-1")
+        client, server = scope.get("client"), scope.get("server")
+        try:
+            ticket = self.guard.admit(
+                scope["path"] + ("?" + query if query else ""),
+                header_map(scope.get("headers", [])),
+                peer=client[0] if client else "",
+                local=server[0] if server else None,
+            )
+        except Refusal as refusal:
+            await _deny(scope, send, refusal)
             return
-        await send({"type": "websocket.accept"})
-        await self.serve_room(session_id, ASGITransport(send, receive))
+        try:
+            await send({"type": "websocket.accept"})
+            await self.serve_room(ticket.session_id, ASGITransport(send, receive))
+        finally:
+            ticket.release()
 
     async def serve_room(self, session_id: str, transport: Transport) -> None:
         """Run the room of an accepted connection until it ends (the connection's task)."""
@@ -320,6 +350,26 @@ class VoiceTrioApp:
         finally:
             if self.rooms.get(session_id) is room:
                 del self.rooms[session_id]
+
+
+async def _deny(scope: dict[str, Any], send: Any, refusal: Refusal) -> None:
+    """Refuse an ASGI WebSocket handshake with the refusal's HTTP status, when the server can."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": refusal.message})
+        return
+    body = (refusal.message + "\n").encode()
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": refusal.status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *refusal_headers(refusal),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def tune_garbage_collector(thresholds: str) -> None:

@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     voices.add_argument("--language", default="vi", help="language code [vi]")
     voices.add_argument("--query", default=None, help="search names and descriptions")
     voices.add_argument("--limit", type=int, default=500, help="list at most this many [500]")
+    token = commands.add_parser(
+        "token",
+        help="print a room token for a session id (AUTH_SECRET from the environment)",
+        description="Print a signed room token (JWT, HS256: sub = SESSION_ID, aud = voice-trio, "
+        "exp) for /ws/SESSION_ID?token=..., signed with AUTH_SECRET from the environment. "
+        "In code: voice_trio.mint_token(secret, session_id, ttl_s=...).",
+    )
+    token.add_argument("session_id", metavar="SESSION_ID", help="the room's session id")
+    token.add_argument(
+        "--ttl", type=float, default=3600.0, help="seconds the token is valid [3600]"
+    )
     return parser
 
 
@@ -70,12 +81,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"voice-trio: bad configuration: {exc}", file=sys.stderr)
             return 2
+        problem = unauthenticated_bind(settings, args.host)
+        if problem:
+            print(f"voice-trio: {problem}", file=sys.stderr)
+            return 2
         from .server import run
 
         return run(settings, host=args.host, port=args.port, workers=args.workers)
     if args.command == "voices":
         return _voices(args.language, args.query, args.limit)
+    if args.command == "token":
+        return _token(args.session_id, args.ttl)
     return 2
+
+
+def unauthenticated_bind(settings: Settings, host: str) -> str | None:
+    """Why serving on ``host`` with these settings is refused (secure by default), or None."""
+    from .security import is_loopback
+
+    if settings.auth_secret or settings.allow_unauthenticated or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve rooms on {host} without AUTH_SECRET: anyone who can reach the "
+        "port could open a room or take over one. Set AUTH_SECRET (32+ bytes; rooms then "
+        "need a token, see `voice-trio token`), or ALLOW_UNAUTHENTICATED=true to serve "
+        "open rooms anyway."
+    )
+
+
+def _token(session_id: str, ttl_s: float) -> int:
+    from .security import mint_token, session_id_of
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"voice-trio: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if not settings.auth_secret:
+        print("voice-trio: set AUTH_SECRET to sign room tokens", file=sys.stderr)
+        return 2
+    if session_id_of(f"/ws/{session_id}") is None:
+        print("voice-trio: a session id is 1 to 128 of A-Z a-z 0-9 _ -", file=sys.stderr)
+        return 2
+    if ttl_s <= 0:
+        print("voice-trio: --ttl must be positive", file=sys.stderr)
+        return 2
+    print(mint_token(settings.auth_secret, session_id, ttl_s=ttl_s))
+    return 0
 
 
 def _voices(language: str, query: str | None, limit: int) -> int:

@@ -70,6 +70,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
     # The listening socket's backlog (the kernel caps it at net.core.somaxconn).
     listen_backlog: Positive = 1024
+    # Room tokens (HS256 JWT, voice_trio.security): set, every room needs one.
+    auth_secret: str = ""
+    # Serve rooms without tokens on a non-loopback address (refused at start otherwise).
+    allow_unauthenticated: bool = False
+    # Comma-separated browser origins that may open rooms; empty: the request's own host.
+    allowed_origins: str = ""
+    # Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
+    # Rooms open at once from one client address (429 at the handshake past it).
+    max_rooms_per_ip: Positive = 20
+    # WebSocket handshakes per client address: sustained per second, and the burst.
+    handshake_rate_per_ip: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    handshake_burst_per_ip: Positive = 20
+    # Per room: inbound messages a second (sustained; twice that in a burst), and inbound
+    # audio as a multiple of real time (twice that in a burst: 8 s of audio at 4x). Over
+    # either: the excess is dropped with a `rate_limited` error; over them in this many
+    # seconds running: 1008.
+    room_message_rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    room_audio_rate: Annotated[float, msgspec.Meta(gt=0)] = 4.0
+    rate_limit_close_s: Positive = 5
     # Per-room ``metrics`` events, while the room is active.
     room_metrics_interval_s: Seconds = 2.0
     # On SIGTERM/SIGINT, how long running turns may go on before rooms close (1001).
@@ -119,6 +139,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     provider_breaker_cooldown_s: Seconds = 30.0
 
     def __post_init__(self) -> None:
+        if self.auth_secret and len(self.auth_secret.encode()) < 32:
+            raise ConfigError("AUTH_SECRET must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
         if self.ws_max_audio_frame_bytes > self.ws_max_message_bytes:
             raise ConfigError("WS_MAX_AUDIO_FRAME_BYTES must not exceed WS_MAX_MESSAGE_BYTES")
         if self.brain == "azure":
@@ -130,6 +152,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             )
         if self.voice == "cartesia":
             self._require("VOICE_TTS=cartesia", "cartesia_api_key", "cartesia_voice_id")
+
+    def __repr__(self) -> str:
+        # Secrets are never shown, wherever a Settings is printed or logged.
+        fields = ", ".join(
+            f"{name}={'<set>' if name in SECRET_FIELDS and value else repr(value)}"
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) != getattr(_DEFAULTS, name, None)
+        )
+        return f"Settings({fields})"
 
     def _require(self, what: str, *names: str) -> None:
         missing = [name.upper() for name in names if not getattr(self, name)]
@@ -180,13 +211,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         return rows
 
 
+#: Settings whose values are secrets: never printed, logged or shown as a default.
+SECRET_FIELDS: frozenset[str] = frozenset(
+    ("auth_secret", "azure_openai_api_key", "cartesia_api_key")
+)
+_DEFAULTS = Settings()
+
+
 def _name_the_variable(message: str, raw: Mapping[str, str]) -> str:
     # msgspec says e.g. "Expected `int` >= 1 - at `$.ws_outgoing_max`".
     if " - at `$." not in message:
         return message
     reason, _, where = message.rpartition(" - at `$.")
     field = where.rstrip("`")
-    return f"{field.upper()}={raw.get(field, '')!r} is not valid: {reason}"
+    shown = "<secret>" if field in SECRET_FIELDS else repr(raw.get(field, ""))
+    return f"{field.upper()}={shown} is not valid: {reason}"
 
 
 _HELP = {
@@ -204,6 +243,16 @@ _HELP = {
     "max_connections_per_ip": "open connections per client address; more are refused at accept",
     "max_connections": "open connections per process; 0: the fd limit less a reserve",
     "listen_backlog": "the listening socket's backlog (capped by net.core.somaxconn)",
+    "auth_secret": "HS256 key (32+ bytes) for room tokens; set: every room needs a token",
+    "allow_unauthenticated": "serve rooms without tokens on a non-loopback address (true/false)",
+    "allowed_origins": "comma-separated origins that may open rooms; empty: the request's host",
+    "trusted_proxies": "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is used",
+    "max_rooms_per_ip": "rooms open at once from one client address; more get 429",
+    "handshake_rate_per_ip": "WebSocket handshakes per second per client address, sustained",
+    "handshake_burst_per_ip": "WebSocket handshakes per client address in a burst",
+    "room_message_rate": "inbound messages per second per room (twice that in a burst)",
+    "room_audio_rate": "inbound audio per room, in multiples of real time (2 s of it in a burst)",
+    "rate_limit_close_s": "seconds running over a room's limits before it closes with 1008",
     "room_metrics_interval_s": "seconds between per-room metrics events",
     "shutdown_grace_s": "seconds running turns may finish on SIGTERM",
     "gc_thresholds": "gen0,gen1,gen2 collector thresholds after start-up; off: defaults",

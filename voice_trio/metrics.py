@@ -138,6 +138,10 @@ class ServerMetrics:
         self.input_error_log = RateLimitedLog(logging.getLogger("voice_trio.input"))
         #: Connections refused or dropped by the front door before any room, by reason.
         self.connections_refused: collections.Counter[str] = collections.Counter()
+        #: Inbound messages a room dropped over its rate limits, by kind (messages, audio).
+        self.rate_limited: collections.Counter[str] = collections.Counter()
+        #: WebSocket handshakes refused before any room (voice_trio.security), by reason.
+        self.handshakes_refused: collections.Counter[str] = collections.Counter()
         #: Failed attempts to reach a provider (azure, cartesia, asr), by provider.
         self.upstream_errors: collections.Counter[str] = collections.Counter()
         #: Garbage-collector pauses (set up by the app after start-up).
@@ -211,6 +215,18 @@ class ServerMetrics:
             *(
                 f'voice_trio_connections_refused_total{{reason="{reason}"}} {n}'
                 for reason, n in sorted(self.connections_refused.items())
+            ),
+            "# HELP voice_trio_rate_limited_total Inbound messages dropped over a room's limits.",
+            "# TYPE voice_trio_rate_limited_total counter",
+            *(
+                f'voice_trio_rate_limited_total{{kind="{kind}"}} {self.rate_limited[kind]}'
+                for kind in ("audio", "messages")
+            ),
+            "# HELP voice_trio_handshakes_refused_total WebSocket handshakes refused, by reason.",
+            "# TYPE voice_trio_handshakes_refused_total counter",
+            *(
+                f'voice_trio_handshakes_refused_total{{reason="{reason}"}} {n}'
+                for reason, n in sorted(self.handshakes_refused.items())
             ),
             "# HELP voice_trio_upstream_errors_total Failed attempts to reach a provider.",
             "# TYPE voice_trio_upstream_errors_total counter",

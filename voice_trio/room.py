@@ -30,6 +30,7 @@ from . import protocol as p
 from .audio import Chunker, InputResampler, pcm16_from_ints
 from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES, Settings
 from .providers.base import Brain, BrainError, SessionOptions, Voice
+from .security import TokenBucket
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class CloseCode:
     GOING_AWAY = 1001
     UNSUPPORTED_DATA = 1003
     INVALID_PAYLOAD = 1007
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
@@ -233,6 +235,7 @@ class Room:
         "_inbox_pair",
         "_last_metrics_at",
         "_last_words",
+        "_limits",
         "_make_brain",
         "_make_voice",
         "_nursery",
@@ -312,6 +315,8 @@ class Room:
         self.close_code: int | None = None
         self.close_reason = ""
         self._last_words: list[str] = []
+        # The room's inbound rate limits, made with its first message.
+        self._limits: _Limits | None = None
         # When the client's playback of everything sent ends, by the clock.
         self._playback_until = 0.0
         self.disconnected = False
@@ -551,6 +556,13 @@ class Room:
             self.messages_in += 1
             metrics.messages_in += 1
             self.touch()
+            limits = self._limits
+            if limits is None:
+                limits = self._limits = _Limits(self.settings, trio.current_time())
+            if not limits.messages.take(trio.current_time()):
+                if not self._over_limit(limits, "messages"):
+                    return
+                continue
             if isinstance(message, bytes):
                 if len(message) > max_bytes:
                     self.close(CloseCode.MESSAGE_TOO_BIG, f"message over {max_bytes} bytes")
@@ -567,6 +579,32 @@ class Room:
                 await self.refuse(exc.code, exc.message)
                 continue
             await self._on_message(msg)
+
+    def _over_limit(self, limits: _Limits, kind: str) -> bool:
+        """A message dropped over a rate limit: count it, say so (once a second); False: close.
+
+        The ``rate_limited`` error is droppable, so a flood never makes the reader wait.
+        """
+        self.metrics.rate_limited[kind] += 1
+        now = trio.current_time()
+        second = int(now)
+        if second != limits.last_drop_second:
+            limits.streak = limits.streak + 1 if second == limits.last_drop_second + 1 else 1
+            limits.last_drop_second = second
+            if limits.streak > self.settings.rate_limit_close_s:
+                self.close(
+                    CloseCode.POLICY_VIOLATION,
+                    f"over the rate limits for {self.settings.rate_limit_close_s} s",
+                )
+                return False
+            self.put_droppable(
+                p.Error(
+                    code="rate_limited",
+                    message=f"too many {kind}: the excess is dropped; slow down",
+                    fatal=False,
+                )
+            )
+        return True
 
     async def refuse(self, code: str, message: str) -> None:
         """The client's message was bad: tell it (an ``error`` event), count it, go on.
@@ -602,6 +640,11 @@ class Room:
             )
             return
         if size == 0 or self.draining:
+            return
+        limits = self._limits
+        seconds = size / (2 * self.input_rate)
+        if limits is not None and not limits.audio.take(trio.current_time(), seconds):
+            self._over_limit(limits, "audio")  # the room may be closing: the reader stops
             return
         if self._resampler is not None:
             data = self._resampler.convert(data)
@@ -804,6 +847,21 @@ class Room:
         self.touch()
         await self.put(p.ResponseStarted(response_id=turn.response_id))
         return turn
+
+
+class _Limits:
+    """A room's inbound rate limits (DESIGN.md section 9) and its run of seconds over them."""
+
+    __slots__ = ("messages", "audio", "last_drop_second", "streak")
+
+    def __init__(self, settings: Settings, now: float) -> None:
+        rate = settings.room_message_rate
+        self.messages = TokenBucket(rate, 2 * rate, now)
+        #: In seconds of audio: room_audio_rate of them a second, twice that in a burst.
+        self.audio = TokenBucket(settings.room_audio_rate, 2 * settings.room_audio_rate, now)
+        self.last_drop_second = -2
+        #: Seconds running (whole clock seconds) with a message dropped in each.
+        self.streak = 0
 
 
 def _leaves(group: BaseExceptionGroup[BrainError]) -> list[BrainError]:

@@ -41,7 +41,6 @@ import contextlib
 import copy
 import enum
 import errno
-import ipaddress
 import logging
 import multiprocessing
 import resource
@@ -49,6 +48,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import Any, Final
 
 import trio
@@ -66,6 +66,7 @@ from .app import VoiceTrioApp
 from .config import Settings
 from .metrics import ServerMetrics
 from .room import CloseCode
+from .security import Refusal, client_key, header_map, refusal_headers
 from .websocket import (
     MAX_HEAD_BYTES,
     Handshake,
@@ -200,10 +201,13 @@ class ConnectionGate:
         self._probes = 0
         self._by_key: dict[str, int] = {}
 
-    def admit(self, key: str) -> Admission:
-        """Count a new connection from ``key`` in, unless it is refused."""
+    def admit(self, key: str, *, per_ip: bool = True) -> Admission:
+        """Count a new connection from ``key`` in, unless it is refused.
+
+        ``per_ip=False`` (a trusted proxy): only the process's cap applies.
+        """
         held = self._by_key.get(key, 0)
-        if held >= self.per_ip_limit:
+        if per_ip and held >= self.per_ip_limit:
             return Admission.REFUSED_PER_IP
         if self.open < self.limit:
             admission = Admission.SERVE
@@ -236,24 +240,6 @@ class ConnectionGate:
             addresses=len(self._by_key),
             busiest=max(self._by_key.values(), default=0),
         )
-
-
-def client_key(address: Any) -> str:
-    """The client address a connection is counted under: IPv4, or an IPv6 /64.
-
-    One IPv6 host usually holds a whole /64, so counting single addresses would
-    let it open 2**64 times the cap; an IPv4-mapped address counts as IPv4.
-    """
-    host = address[0] if isinstance(address, tuple) and address else str(address)
-    try:
-        ip = ipaddress.ip_address(str(host).split("%", 1)[0])
-    except ValueError:
-        return str(host)  # a Unix socket's path, or nothing
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
-    return str(ip)
 
 
 def raise_fd_limit() -> int:
@@ -454,7 +440,10 @@ class _FrontDoor:
                     await trio.sleep(ACCEPT_RETRY_S)
                     break
                 key = client_key(address)
-                admission = self.gate.admit(key)
+                # Every user behind a trusted proxy shares its address: the proxy is not
+                # capped per address here; its users are, by forwarded address, at the
+                # handshake (voice_trio.security).
+                admission = self.gate.admit(key, per_ip=address[0] not in self.app.guard.proxies)
                 if admission.refused:
                     conn.close()
                     self.refused(admission.value)
@@ -555,15 +544,31 @@ class _FrontDoor:
     async def _websocket(self, stream: trio.SocketStream, data: bytes) -> None:
         app = self.app
         handshake = Handshake(data)
-        path = None if handshake.target is None else handshake.target.split("?", 1)[0]
-        session_id = None if path is None else app.session_id_of(path)
+        if handshake.refusal is not None or handshake.target is None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(handshake.refusal or handshake.reject(400))
+            return
         try:
-            if handshake.refusal is not None:
-                await stream.send_all(handshake.refusal)
-                return
-            if session_id is None:
-                await stream.send_all(handshake.reject(403))
-                return
+            peer, local = stream.socket.getpeername()[0], stream.socket.getsockname()[0]
+        except OSError:
+            return  # already gone
+        try:
+            ticket = app.guard.admit(
+                handshake.target, header_map(handshake.headers), peer=peer, local=local
+            )
+        except Refusal as refusal:
+            headers = b"".join(k + b": " + v + b"\r\n" for k, v in refusal_headers(refusal))
+            phrase = HTTPStatus(refusal.status).phrase
+            await _refuse(stream, refusal.status, phrase, refusal.message + "\n", headers)
+            return
+        try:
+            await self._room(stream, handshake, ticket.session_id)
+        finally:
+            ticket.release()
+
+    async def _room(self, stream: trio.SocketStream, handshake: Handshake, session_id: str) -> None:
+        app = self.app
+        try:
             await stream.send_all(handshake.accept())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return

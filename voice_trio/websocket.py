@@ -490,6 +490,8 @@ class Handshake:
         self._h11 = H11Handshake(ConnectionType.SERVER)
         #: The request's target (path and query), or None if the request was refused.
         self.target: str | None = None
+        #: The request's headers (names in lower case), as wsproto read them.
+        self.headers: list[tuple[bytes, bytes]] = []
         #: The response to send when the request is not a valid WebSocket handshake.
         self.refusal: bytes | None = None
         try:
@@ -497,6 +499,8 @@ class Handshake:
             for event in self._h11.events():
                 if isinstance(event, Request):
                     self.target = event.target
+                    self.headers = [(bytes(n), bytes(v)) for n, v in event.extra_headers]
+                    self.headers.append((b"host", event.host.encode("utf-8")))
         except RemoteProtocolError as exc:
             hint = exc.event_hint
             if not isinstance(hint, RejectConnection):
@@ -506,7 +510,15 @@ class Handshake:
             self.refusal = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
 
     def accept(self) -> bytes:
-        return self._h11.send(AcceptConnection(extensions=[]))
+        response = self._h11.send(AcceptConnection(extensions=[]))
+        # wsproto made a Connection for the frames to come, which this module parses
+        # itself. Its FrameProtocol holds a parser generator whose frame holds the
+        # FrameProtocol: a cycle per connection, left for a full collection (or kept
+        # for good once frozen, issue #10). Closing the generator breaks it.
+        connection = self._h11.connection
+        if connection is not None:
+            connection._proto._parse_more.close()
+        return response
 
     def reject(self, status_code: int) -> bytes:
         return self._h11.send(RejectConnection(status_code=status_code))

@@ -28,6 +28,7 @@ import {
   isValidSessionId,
   newSessionId,
   socketUrl,
+  withToken,
   textMessage,
 } from "./lib/protocol.js";
 import { Transcript } from "./lib/transcript.js";
@@ -106,11 +107,19 @@ function initialSessionId() {
 let sessionId = initialSessionId();
 sessionStorage.setItem(SESSION_KEY, sessionId);
 
+// The room token given to the page (`/?session=ID&token=...`), bound to that session.
+const roomToken = new URLSearchParams(location.search).get("token");
+
 function wsUrl(id) {
   const override = new URLSearchParams(location.search).get("ws");
-  if (override) return `${override.replace(/\/+$/, "")}/ws/${encodeURIComponent(id)}`;
-  if (location.protocol === "file:") return `ws://127.0.0.1:8000/ws/${encodeURIComponent(id)}`;
-  return socketUrl(location, id);
+  const token = id === sessionIdFromUrl() ? roomToken : null;
+  if (override) return withToken(`${override.replace(/\/+$/, "")}/ws/${encodeURIComponent(id)}`, token);
+  if (location.protocol === "file:") return withToken(`ws://127.0.0.1:8000/ws/${encodeURIComponent(id)}`, token);
+  return socketUrl(location, id, token);
+}
+
+function sessionIdFromUrl() {
+  return new URLSearchParams(location.search).get("session");
 }
 
 // ---------------------------------------------------------------- state

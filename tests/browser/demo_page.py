@@ -292,9 +292,9 @@ def _kill_leftovers(profile: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def open_demo_page(
-    url: str, *, name: str, mic_wav: Path, session_id: str
+    url: str, *, name: str, mic_wav: Path, session_id: str, query: str = ""
 ) -> AsyncIterator[DemoPage]:
-    """Chromium on the demo page at ``url`` (``?session=session_id``), fresh profile.
+    """Chromium on the demo page at ``url`` (``?session=session_id`` and ``query``), fresh profile.
 
     On the way out the browser is closed and its processes are killed even when
     the test failed or was cancelled; a failed test leaves a screenshot, the
@@ -323,7 +323,7 @@ async def open_demo_page(
         pg.on("console", lambda m: page.console.append(f"{m.type}: {m.text}"))
         pg.on("pageerror", lambda e: page.console.append(f"pageerror: {e}"))
         page._page = pg
-        pg.goto(f"{url}/?session={session_id}")
+        pg.goto(f"{url}/?session={session_id}{'&' + query if query else ''}")
 
     def close() -> None:
         with contextlib.suppress(Exception):

@@ -218,6 +218,33 @@ async def test_typed_turn_is_answered(
             await page.screenshot("end")
 
 
+async def test_with_auth_on_the_page_connects_with_the_token_it_was_given(
+    local_speech: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from voice_trio import mint_token
+
+    secret = "browser-test-secret-" + "z" * 32
+    token = mint_token(secret, "browser-auth")
+    wav = await mic_file(tmp_path, before_s=1.0)  # the microphone stays off
+    with trio.fail_after(LIMIT_S):
+        async with (
+            receptionist(local_speech, tmp_path / "db.sqlite3", auth_secret=secret) as server,
+            open_demo_page(
+                server.url,
+                name=request.node.name,
+                mic_wav=wav,
+                session_id="browser-auth",
+                query=f"token={token}",
+            ) as page,
+        ):
+            await page.wait_for_state("ready")
+            await page.type_text("mấy giờ rồi")
+            await page.wait_for_entry("assistant", "Bây giờ là")
+            metrics = (await server.get("/metrics")).text
+            assert "voice_trio_handshakes_refused_total" in metrics
+            assert 'voice_trio_handshakes_refused_total{reason="token_missing"}' not in metrics
+
+
 async def test_dropped_socket_reconnects_and_the_page_works_again(
     local_speech: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -110,4 +110,8 @@ test("session ids: 16 hex chars, random, path-safe", () => {
 test("socket URL follows the page's scheme and host", () => {
   assert.equal(socketUrl({ protocol: "http:", host: "localhost:8000" }, "abc"), "ws://localhost:8000/ws/abc");
   assert.equal(socketUrl({ protocol: "https:", host: "voice.example" }, "abc"), "wss://voice.example/ws/abc");
+  assert.equal(
+    socketUrl({ protocol: "https:", host: "voice.example" }, "abc", "a.b+c/d"),
+    "wss://voice.example/ws/abc?token=a.b%2Bc%2Fd",
+  );
 });

@@ -112,7 +112,13 @@ export function isValidSessionId(id) {
 }
 
 /** ws(s)://host/ws/{id} for a page at `location`-like {protocol, host}. */
-export function socketUrl({ protocol, host }, sessionId) {
+export function socketUrl({ protocol, host }, sessionId, token = null) {
   const scheme = protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${host}/ws/${encodeURIComponent(sessionId)}`;
+  return withToken(`${scheme}//${host}/ws/${encodeURIComponent(sessionId)}`, token);
+}
+
+// A room token (when the server has AUTH_SECRET) goes in the query: browsers
+// cannot set headers on a WebSocket.
+export function withToken(url, token) {
+  return token ? `${url}?token=${encodeURIComponent(token)}` : url;
 }
