@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import resource
 import struct
 import sys
@@ -373,7 +374,7 @@ class Room:
                 self.ws = await connect(
                     args.host,
                     args.port,
-                    f"{args.path_prefix}{self.session_id}",
+                    f"{args.path_prefix}{self.session_id}{room_token_query(self.session_id)}",
                     offer_deflate=not args.no_deflate_offer,
                     timeout=args.connect_timeout,
                 )
@@ -542,6 +543,16 @@ def result_of(worker: Worker, wall_s: float) -> dict[str, Any]:
         "t_opened": worker.t_opened,
         "wall_s": wall_s,
     }
+
+
+def room_token_query(session_id: str) -> str:
+    """``?token=...`` when AUTH_SECRET is set (the server then needs one per room), else ""."""
+    secret = os.environ.get("AUTH_SECRET")
+    if not secret:
+        return ""
+    from voice_trio.security import mint_token
+
+    return "?token=" + mint_token(secret, session_id, ttl_s=86_400)
 
 
 def main() -> None:
