@@ -31,6 +31,8 @@ if [ "$want" = test ]; then
   command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
   # The browser demo's end-to-end tests drive Debian's Chromium (no browser download).
   apt_packages+=(chromium)
+  # The scale-out tests start real Redis and nginx processes on free ports.
+  apt_packages+=(redis-server nginx)
 fi
 missing=()
 for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do
@@ -39,6 +41,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   step "apt-get update" $SUDO apt-get update -q
+  # Installing redis-server and nginx must not start them as system services (the
+  # tests start their own): a policy-rc.d that denies starts, for the install only.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   step "Debian packages: ${missing[*]}" env DEBIAN_FRONTEND=noninteractive \
     $SUDO apt-get install -y -q "${missing[@]}"
 fi
