@@ -355,13 +355,16 @@ class Room:
             # Cancelled from outside (the server is going away without a drain).
             self.close(CloseCode.GOING_AWAY, "going away")
             await self._send_close(flush=False)
+            self._outbox_rx.close()
             raise
         finally:
             self.closed.set()
-            # The turn points back at the room: let go of it, so a closed room is
-            # freed by reference counting, not left to a full garbage collection.
+            # The turn points back at the room, and so does audio left in the outbox
+            # (each chunk names its turn): let go of both, so that a closed room is
+            # freed by reference counting, not left for a full collection (issue #10).
             self.turn = None
         await self._send_close(flush=self.close_code != CloseCode.TRY_AGAIN_LATER)
+        self._outbox_rx.close()  # what was never sent is dropped
 
     def close(self, code: int, reason: str) -> None:
         """End the room: its tasks are cancelled, the client gets ``code``."""
