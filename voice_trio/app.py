@@ -14,10 +14,13 @@ Run it with ``voice-trio serve`` (the fast path) or
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 from starlette.applications import Starlette
@@ -29,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from ._hypercorn import adapt_hypercorn
 from .agent import Graph, build_receptionist
 from .config import ConfigError, Settings, default_db_path
-from .metrics import ServerMetrics
+from .metrics import Histogram, ServerMetrics
 from .providers import Brain, EchoBrain, Voice
 from .providers.azure_realtime import AzureRealtimeBrain
 from .providers.breaker import CircuitBreaker
@@ -196,13 +199,13 @@ class VoiceTrioApp:
             return
         async with trio.open_nursery() as nursery:
             await nursery.start(self.metrics.loop_lag.run)
-            if self.speech is not None:
-                self.speech.breaker.errors = self.metrics.upstream_errors
-                await nursery.start(self.speech.run)
             # The recognizer's breaker comes with the models (LocalSpeech.load reads the
             # same settings); the Azure one is made before the settings are read.
             self.azure_breaker.threshold = settings.provider_breaker_threshold
             self.azure_breaker.cooldown_s = settings.provider_breaker_cooldown_s
+            if self.speech is not None:
+                self.speech.breaker.errors = self.metrics.upstream_errors
+                await nursery.start(self.speech.run)
             if settings.voice == "cartesia":
                 self.cartesia = CartesiaPool(
                     api_key=settings.cartesia_api_key,
@@ -220,10 +223,12 @@ class VoiceTrioApp:
                 await nursery.start(self.cartesia.run)
             nursery.start_soon(self._sweep, settings)
             self._nursery = nursery
-            tune_garbage_collector(settings.gc_thresholds)
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown: every connection has ended by now
-            nursery.cancel_scope.cancel()
+            with record_gc_pauses(self.metrics.gc_pause):
+                if tune_garbage_collector(settings.gc_thresholds):
+                    nursery.start_soon(freeze_survivors, lambda: len(self.rooms))
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown: every connection has ended by now
+                nursery.cancel_scope.cancel()
         self._nursery = None
         await send({"type": "lifespan.shutdown.complete"})
 
@@ -238,10 +243,14 @@ class VoiceTrioApp:
         while True:
             await trio.sleep(period)
             now = trio.current_time()
-            for i, room in enumerate(list(self.rooms.values())):
-                room.tick(now)
+            rooms = list(self.rooms.values())
+            for i in range(len(rooms)):
+                rooms[i].tick(now)
                 if i % 1000 == 999:
                     await trio.lowlevel.checkpoint()
+            # No loop variable left behind: it would keep the last room swept in memory
+            # through the sleep, after it closed, until another room is swept.
+            del rooms
 
     def begin_shutdown(self) -> None:
         """Stop taking rooms; let each room's turn end within the grace period; close 1001."""
@@ -352,6 +361,42 @@ class VoiceTrioApp:
                 del self.rooms[session_id]
 
 
+#: Seconds between two freezes of the tracked objects (:func:`freeze_survivors`).
+GC_FREEZE_INTERVAL_S: Final = 1.0
+#: The backstop of :func:`freeze_survivors`: a full collection once the frozen objects
+#: exceed those of start-up by this many per open room, plus GC_BACKSTOP_OBJECTS. An
+#: idle room is ~100 tracked objects, so only garbage frozen by mistake gets there.
+GC_BACKSTOP_OBJECTS_PER_ROOM: Final = 1000
+GC_BACKSTOP_OBJECTS: Final = 500_000
+
+
+class GCPauses:
+    """A ``gc.callbacks`` entry: the pause of every collection into a histogram."""
+
+    __slots__ = ("histogram", "_started")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.histogram.observe(time.perf_counter() - self._started)
+
+
+@contextlib.contextmanager
+def record_gc_pauses(histogram: Histogram) -> Iterator[None]:
+    """Record every garbage collection's pause into ``histogram`` while in the block."""
+    callback = GCPauses(histogram)
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+
+
 async def _deny(scope: dict[str, Any], send: Any, refusal: Refusal) -> None:
     """Refuse an ASGI WebSocket handshake with the refusal's HTTP status, when the server can."""
     if "websocket.http.response" not in scope.get("extensions", {}):
@@ -372,7 +417,7 @@ async def _deny(scope: dict[str, Any], send: Any, refusal: Refusal) -> None:
     await send({"type": "websocket.http.response.body", "body": body})
 
 
-def tune_garbage_collector(thresholds: str) -> None:
+def tune_garbage_collector(thresholds: str) -> bool:
     """Fewer, cheaper collections for a process that holds thousands of rooms.
 
     With Python's defaults, 10,000 idle rooms (~1.7 M tracked objects) got a full
@@ -380,13 +425,53 @@ def tune_garbage_collector(thresholds: str) -> None:
     A larger first generation lets a message's short-lived objects die before they
     are promoted, and the third threshold spaces full collections; the objects
     made at start-up (modules, models) are frozen out of every later collection.
+    Returns whether it tuned anything (``off``: Python's defaults, nothing frozen).
     """
     if thresholds == "off":
-        return
+        return False
     gen0, gen1, gen2 = (int(n) for n in thresholds.split(","))
     gc.collect()
     gc.freeze()
     gc.set_threshold(gen0, gen1, gen2)
+    return True
+
+
+async def freeze_survivors(
+    rooms_open: Callable[[], int], *, interval: float = GC_FREEZE_INTERVAL_S
+) -> None:
+    """Keep collections short: every ``interval`` s, freeze what is tracked now.
+
+    A full collection walks every tracked object, ~100 per idle room: at 10,000
+    idle rooms it stopped the loop 610-740 ms (bench/churn.py idle). A closed
+    room is freed by reference counting (it leaves no cycle: tests/test_churn.py),
+    so the collector has nothing to find among the rooms; ``gc.freeze`` (O(1):
+    it moves lists) takes them out of every later walk, so a collection walks
+    only what was made since the last freeze (and a freeze restarts the count
+    to the next young collection). Frozen objects that die are still freed by
+    their reference count; only cyclic garbage among them stays. As a backstop
+    against that, once the frozen objects outgrow the rooms (``GC_BACKSTOP_*``)
+    they are unfrozen and collected in full, once, with a warning.
+    """
+    start = gc.get_freeze_count()
+    while True:
+        await trio.sleep(interval)
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        rooms = rooms_open()
+        if frozen > start + GC_BACKSTOP_OBJECTS_PER_ROOM * rooms + GC_BACKSTOP_OBJECTS:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            # Counted by what is left, not by gc.collect(): a cycle through a generator
+            # is broken by its finalizer and freed by reference counting, uncounted.
+            log.warning(
+                "%d objects were frozen for %d rooms: a full collection freed %d of them"
+                " (reference cycles that should be broken where they are made)",
+                frozen,
+                rooms,
+                frozen - gc.get_freeze_count(),
+            )
+            start = gc.get_freeze_count() - GC_BACKSTOP_OBJECTS_PER_ROOM * rooms
 
 
 app = VoiceTrioApp()
