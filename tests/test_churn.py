@@ -61,7 +61,12 @@ def closed_rooms_and_turns(server: RunningServer) -> collections.Counter[str]:
     """Rooms the app has let go of (closed and served), and their turns, still in memory."""
 
     def gone(room: Room) -> bool:
-        return room.closed.is_set() and server.app.rooms.get(room.session_id) is not room
+        # Only this server's rooms: another test's may still be alive in this process.
+        return (
+            room.metrics is server.app.metrics
+            and room.closed.is_set()
+            and server.app.rooms.get(room.session_id) is not room
+        )
 
     found: collections.Counter[str] = collections.Counter()
     for obj in gc.get_objects():
