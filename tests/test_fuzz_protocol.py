@@ -504,9 +504,7 @@ def batch(draw: st.DrawFn) -> list[Item]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with serve_subprocess(tmp_path_factory.mktemp("fuzz-protocol")) as proc:
         yield proc
 
