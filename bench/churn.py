@@ -45,9 +45,7 @@ import datetime as dt
 import gc
 import json
 import os
-import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -134,24 +132,12 @@ if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
 import psutil  # noqa: E402
 import trio  # noqa: E402
 from promtext import Metrics, scrape  # noqa: E402
+from run import free_port, raise_file_limit  # noqa: E402
 from wsclient import WSClient, connect  # noqa: E402
 from wsproto.events import BytesMessage, TextMessage  # noqa: E402
 
 
 # ------------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def raise_file_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def parse_probe_line(line: str) -> dict[str, Any] | None:
     """One ``gcprobe`` line of the server's log as a dict (None for other lines)."""
     if not line.startswith("gcprobe "):
