@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import resource
 import struct
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import trio
-from wsclient import HandshakeError, WSClient, connect
+from wsclient import HandshakeError, WSClient, connect, room_token_query
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.utilities import LocalProtocolError
 
@@ -543,16 +542,6 @@ def result_of(worker: Worker, wall_s: float) -> dict[str, Any]:
         "t_opened": worker.t_opened,
         "wall_s": wall_s,
     }
-
-
-def room_token_query(session_id: str) -> str:
-    """``?token=...`` when AUTH_SECRET is set (the server then needs one per room), else ""."""
-    secret = os.environ.get("AUTH_SECRET")
-    if not secret:
-        return ""
-    from voice_trio.security import mint_token
-
-    return "?token=" + mint_token(secret, session_id, ttl_s=86_400)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ import psutil
 import report
 import trio
 from promtext import Metrics, histogram_quantile, http_get, scrape
-from wsclient import connect
+from wsclient import connect, room_token_query
 from wsproto.events import TextMessage
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -604,7 +604,8 @@ class Level:
     async def warm_up(self) -> None:
         """One room through the code paths (connect, ping): lazy imports are not room cost."""
         with trio.move_on_after(10):
-            ws = await connect(HOST, self.server.port, "/ws/bench-warmup")
+            path = "/ws/bench-warmup" + room_token_query("bench-warmup")
+            ws = await connect(HOST, self.server.port, path)
             await ws.send_text('{"type":"ping"}')
             with trio.move_on_after(2):
                 got_pong = False

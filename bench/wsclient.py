@@ -31,7 +31,7 @@ from wsproto.events import (
 )
 from wsproto.extensions import Extension, PerMessageDeflate
 
-__all__ = ["HandshakeError", "WSClient", "connect"]
+__all__ = ["HandshakeError", "WSClient", "connect", "room_token_query"]
 
 BROWSER_EXTENSION_OFFER = "permessage-deflate; client_max_window_bits"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -193,3 +193,13 @@ async def connect(
             await stream.aclose()
             raise
     return WSClient(stream, conn, deflate=deflate, extension_header=extension_header)
+
+
+def room_token_query(session_id: str) -> str:
+    """``?token=...`` when AUTH_SECRET is set (the server then needs one per room), else ""."""
+    secret = os.environ.get("AUTH_SECRET")
+    if not secret:
+        return ""
+    from voice_trio.security import mint_token
+
+    return "?token=" + mint_token(secret, session_id, ttl_s=86_400)
