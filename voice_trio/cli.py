@@ -66,6 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--ttl", type=float, default=3600.0, help="seconds the token is valid [3600]"
     )
+    nginx = commands.add_parser(
+        "nginx-config",
+        help="print an nginx.conf that keeps each session on one of several instances",
+        description="Print a complete nginx.conf for voice-trio instances: /ws/{session_id} "
+        "by a consistent hash of the session id (a reconnect reaches the same instance; a "
+        "dead instance moves only its own sessions), the WebSocket upgrade unbuffered, other "
+        "paths round robin, X-Forwarded-For and X-Real-IP for TRUSTED_PROXIES, and the pid, "
+        "log and temp paths under --prefix. Run it with "
+        "`nginx -p DIR/ -c DIR/nginx.conf -e stderr` (it stays in the foreground).",
+    )
+    nginx.add_argument("--listen", required=True, metavar="HOST:PORT", help="where nginx listens")
+    nginx.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a voice-trio instance (repeat for each)",
+    )
+    nginx.add_argument(
+        "--prefix",
+        default=".",
+        metavar="DIR",
+        help="directory for nginx's pid file, access log and temp files [.]",
+    )
     return parser
 
 
@@ -92,7 +116,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _voices(args.language, args.query, args.limit)
     if args.command == "token":
         return _token(args.session_id, args.ttl)
+    if args.command == "nginx-config":
+        return _nginx_config(args.listen, args.backend, args.prefix)
     return 2
+
+
+def _nginx_config(listen: str, backends: Sequence[str], prefix: str) -> int:
+    from .deploy import DeployError, nginx_config, parse_address
+
+    try:
+        config = nginx_config(
+            parse_address(listen, what="--listen"),
+            [parse_address(b, what="--backend") for b in backends],
+            prefix,
+        )
+    except DeployError as exc:
+        print(f"voice-trio: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(config)
+    return 0
 
 
 def unauthenticated_bind(settings: Settings, host: str) -> str | None:
