@@ -305,6 +305,7 @@ def test_the_printed_config_passes_nginx_t(tmp_path: Path) -> None:
         "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "proxy_set_header X-Real-IP $remote_addr;",
         "proxy_buffering off;",
+        "proxy_buffer_size 16k;",
         f"pid {tmp_path}/nginx.pid;",
     ):
         assert line in config, line
