@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from ._hypercorn import adapt_hypercorn
 from .agent import Graph, build_receptionist
+from .cluster import Cluster, default_instance_id
 from .config import ConfigError, Settings, default_db_path
 from .metrics import Histogram, ServerMetrics
 from .providers import Brain, EchoBrain, Voice
@@ -74,6 +76,8 @@ class VoiceTrioApp:
         self.shutting_down = False
         self._guard: HandshakeGuard | None = None
         self._nursery: trio.Nursery | None = None
+        #: Presence and the cross-instance kick in Redis (REDIS_URL; None: one instance).
+        self.cluster: Cluster | None = None
         self.metrics.rooms_open = lambda: len(self.rooms)
         self.metrics.upstreams_live = lambda: sum(r.upstream_live for r in self.rooms.values())
         self.metrics.outbox_depth_max = lambda: max(
@@ -186,6 +190,10 @@ class VoiceTrioApp:
             log.error("bad configuration: %s", exc)
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
+        # This instance's name (/healthz; in Redis and session.ready with REDIS_URL).
+        settings = self._settings = msgspec.structs.replace(
+            settings, instance_id=default_instance_id(settings.instance_id)
+        )
         try:
             if self.needs_speech and self.speech is None:
                 self.speech = await LocalSpeech.load(settings)
@@ -222,6 +230,24 @@ class VoiceTrioApp:
                 )
                 await nursery.start(self.cartesia.run)
             nursery.start_soon(self._sweep, settings)
+            if settings.redis_url:
+                self.cluster = Cluster(
+                    url=settings.redis_url,
+                    instance_id=settings.instance_id,
+                    replaced=self._replaced,
+                    errors=self.metrics.redis_errors,
+                    prefix=settings.redis_prefix,
+                    ttl_s=settings.presence_ttl_s,
+                    refresh_s=settings.presence_refresh_s,
+                    timeout_s=settings.redis_timeout_s,
+                )
+                cluster = self.cluster
+                self.metrics.redis_up = lambda: cluster.statistics().healthy
+                self.metrics.cluster_kicks = lambda: (
+                    cluster.statistics().kicks_sent,
+                    cluster.statistics().kicks_received,
+                )
+                await nursery.start(cluster.run)
             self._nursery = nursery
             with record_gc_pauses(self.metrics.gc_pause):
                 if tune_garbage_collector(settings.gc_thresholds):
@@ -266,9 +292,15 @@ class VoiceTrioApp:
     # ------------------------------------------------------------------- http
 
     async def _healthz(self, request: Request) -> Response:
-        return JSONResponse(
-            {"status": "ok", "rooms": len(self.rooms), "shutting_down": self.shutting_down}
-        )
+        health: dict[str, Any] = {
+            "status": "ok",
+            "rooms": len(self.rooms),
+            "shutting_down": self.shutting_down,
+            "instance_id": self.settings.instance_id,
+        }
+        if self.cluster is not None:
+            health["redis"] = "ok" if self.cluster.statistics().healthy else "degraded"
+        return JSONResponse(health)
 
     async def _metrics(self, request: Request) -> Response:
         return PlainTextResponse(
@@ -348,7 +380,11 @@ class VoiceTrioApp:
             transport=transport,
         )
         self.rooms[session_id] = room
+        cluster, claim = self.cluster, 0
         try:
+            if cluster is not None:
+                # Kicks the session's room on another instance (at most REDIS_TIMEOUT_S).
+                claim = await cluster.claim(session_id)
             if old is not None:
                 old.close(CloseCode.REPLACED, "replaced")
                 with trio.move_on_after(5.0):
@@ -359,6 +395,14 @@ class VoiceTrioApp:
         finally:
             if self.rooms.get(session_id) is room:
                 del self.rooms[session_id]
+                if cluster is not None:
+                    cluster.release(session_id, claim)
+
+    def _replaced(self, session_id: str) -> None:
+        """Another instance opened ``session_id``: its room here closes as within one process."""
+        room = self.rooms.get(session_id)
+        if room is not None:
+            room.close(CloseCode.REPLACED, "replaced")
 
 
 #: Seconds between two freezes of the tracked objects (:func:`freeze_survivors`).

@@ -137,12 +137,30 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # in a row, for this long (rooms get an error at once), then lets one probe through.
     provider_breaker_threshold: Positive = 5
     provider_breaker_cooldown_s: Seconds = 30.0
+    # Many instances (voice_trio.cluster): set, presence and the cross-instance kick
+    # run through this Redis; empty: a single instance, nothing is sent anywhere.
+    redis_url: str = ""
+    # This instance's name in Redis; empty: hostname:pid (a worker of --workers
+    # appends its pid to a given name).
+    instance_id: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^@\s]*$")] = ""
+    redis_prefix: Annotated[str, msgspec.Meta(max_length=100)] = "voice-trio:"
+    # Deadline of each Redis call on a room's path; past it the room goes on as on
+    # a single instance.
+    redis_timeout_s: Seconds = 0.2
+    # A room's presence key lives this long unless refreshed; all of an instance's
+    # keys are refreshed together this often.
+    presence_ttl_s: Annotated[int, msgspec.Meta(ge=2)] = 20
+    presence_refresh_s: Seconds = 5.0
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
             raise ConfigError("AUTH_SECRET must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
         if self.ws_max_audio_frame_bytes > self.ws_max_message_bytes:
             raise ConfigError("WS_MAX_AUDIO_FRAME_BYTES must not exceed WS_MAX_MESSAGE_BYTES")
+        if self.presence_refresh_s * 2 > self.presence_ttl_s:
+            raise ConfigError("PRESENCE_REFRESH_S must be at most half of PRESENCE_TTL_S")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.brain == "azure":
             self._require(
                 "VOICE_BRAIN=azure",
@@ -213,7 +231,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
 #: Settings whose values are secrets: never printed, logged or shown as a default.
 SECRET_FIELDS: frozenset[str] = frozenset(
-    ("auth_secret", "azure_openai_api_key", "cartesia_api_key")
+    # REDIS_URL may hold a password (redis://:password@host).
+    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url")
 )
 _DEFAULTS = Settings()
 
@@ -287,4 +306,10 @@ _HELP = {
     "cartesia_stall_timeout_s": "a Cartesia context silent this long fails (tts_stalled)",
     "provider_breaker_threshold": "failures in a row that open a provider's circuit breaker",
     "provider_breaker_cooldown_s": "seconds an open breaker refuses before one probe",
+    "redis_url": "redis://host:port/db: presence and cross-instance kick; empty: one instance",
+    "instance_id": "this instance's name in Redis; empty: hostname:pid (workers add :pid)",
+    "redis_prefix": "prefix of every Redis key and channel of this deployment",
+    "redis_timeout_s": "deadline of a Redis call on a room's path (then: as one instance)",
+    "presence_ttl_s": "seconds a room's presence key lives unless refreshed",
+    "presence_refresh_s": "seconds between two refreshes of all of an instance's presence keys",
 }

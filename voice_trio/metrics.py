@@ -154,6 +154,12 @@ class ServerMetrics:
         self.connections_open: Callable[[], int] = lambda: 0
         #: Per provider, whether its circuit breaker is open now (filled in by the providers).
         self.circuit_open: dict[str, Callable[[], bool]] = {}
+        #: Failed Redis calls (REDIS_URL), by operation: claim, refresh, release, ping, subscribe.
+        self.redis_errors: collections.Counter[str] = collections.Counter()
+        #: With REDIS_URL (filled in by the app): whether Redis answers and the kick
+        #: subscriber is subscribed, and the cross-instance kicks sent and received.
+        self.redis_up: Callable[[], bool] | None = None
+        self.cluster_kicks: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def render(self) -> str:
         """The Prometheus text exposition of every figure."""
@@ -240,6 +246,13 @@ class ServerMetrics:
                 f'voice_trio_circuit_open{{provider="{name}"}} {int(is_open())}'
                 for name, is_open in sorted(self.circuit_open.items())
             ),
+            "# HELP voice_trio_redis_errors_total Failed or timed-out Redis calls, by operation.",
+            "# TYPE voice_trio_redis_errors_total counter",
+            *(
+                f'voice_trio_redis_errors_total{{op="{op}"}} {n}'
+                for op, n in sorted(self.redis_errors.items())
+            ),
+            *self._render_cluster(),
             "# HELP voice_trio_tasks Trio tasks alive in the process.",
             "# TYPE voice_trio_tasks gauge",
             f"voice_trio_tasks {count_tasks()}",
@@ -254,3 +267,17 @@ class ServerMetrics:
             f"process_resident_memory_bytes {resident_memory_bytes()}",
         ]
         return "\n".join(out) + "\n"
+
+    def _render_cluster(self) -> list[str]:
+        if self.redis_up is None:
+            return []
+        sent, received = self.cluster_kicks()
+        return [
+            "# HELP voice_trio_redis_up Whether Redis answers and the kick subscriber is on (1).",
+            "# TYPE voice_trio_redis_up gauge",
+            f"voice_trio_redis_up {int(self.redis_up())}",
+            "# HELP voice_trio_cluster_kicks_total Rooms replaced across instances.",
+            "# TYPE voice_trio_cluster_kicks_total counter",
+            f'voice_trio_cluster_kicks_total{{direction="sent"}} {sent}',
+            f'voice_trio_cluster_kicks_total{{direction="received"}} {received}',
+        ]

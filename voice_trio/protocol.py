@@ -89,12 +89,14 @@ class _Out(msgspec.Struct, tag_field="type", kw_only=True):
     pass
 
 
-class SessionReady(_Out, tag="session.ready"):
+class SessionReady(_Out, tag="session.ready", omit_defaults=True):
     session_id: str
     input_sample_rate: int
     output_sample_rate: int
     brain: str
     voice: str
+    #: The instance holding the room, with REDIS_URL only (omitted on a single instance).
+    instance_id: str | None = None
 
 
 class InputSpeechStarted(_Out, tag="input.speech_started"):

@@ -448,6 +448,7 @@ class Room:
             output_sample_rate=OUTPUT_SAMPLE_RATE,
             brain=self.settings.brain,
             voice=self.settings.voice,
+            instance_id=self.settings.instance_id if self.settings.redis_url else None,
         )
 
     # ---------------------------------------------------------------- outbox

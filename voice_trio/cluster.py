@@ -1,0 +1,478 @@
+"""Many instances on one Redis (``REDIS_URL``): presence of sessions and the cross-instance kick.
+
+Off by default: without ``REDIS_URL`` nothing here runs and a server is a
+single instance. With it, one :class:`Cluster` per process (per worker):
+
+- **Presence.** Every room this instance holds has a key ``{prefix}presence:{sid}``
+  whose value ``{claim}@{instance}`` says which instance holds it (``claim`` is a
+  number unique to that room within its process). The key is written once when
+  the room opens; its TTL is refreshed for all of the instance's rooms at once,
+  by one task every ``PRESENCE_REFRESH_S`` (one script call per
+  :data:`REFRESH_CHUNK` rooms), never by a timer or a call per room. A closed
+  room's key is deleted in the next batch of releases (compare-and-delete).
+- **Kick.** Opening a room runs ``SET presence:{sid} {me} EX ttl GET`` and, when
+  the previous holder is another instance, ``PUBLISH {prefix}kick:{holder}
+  "{claim} {sid}"`` (both in one Lua script: one round trip). Each process has
+  one subscriber on its own channel; a kick closes the room it names with 4000
+  "replaced", unless a newer room of that session has opened here since (the
+  claim number does not match). A kick lost while the subscriber was away is made
+  up by the refresh: a key found holding another instance's claim closes the room.
+- **Redis slow or down.** Every call on a room's path has a deadline
+  (``REDIS_TIMEOUT_S``); a failure counts in ``voice_trio_redis_errors_total``
+  and the instance goes *degraded*: rooms open and run as on a single instance
+  (claims are kept locally, not sent), while one task probes Redis with
+  exponential backoff. Once it answers (and the subscriber is back), a refresh
+  writes the presence of every room again (Redis may have restarted empty).
+  During an outage the same session may open on two instances; the refresh after
+  it keeps the first one to write and closes the other (4000).
+
+Plain Redis (or Valkey) >= 6: the scripts name keys they build, so Redis Cluster
+is not supported.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import os
+import random
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import trio
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = [
+    "Cluster",
+    "ClusterStatistics",
+    "default_instance_id",
+    "is_redis_failure",
+]
+
+log = logging.getLogger("voice_trio.cluster")
+
+#: Rooms per script call of a refresh or a release batch: a call of 1,000 keys
+#: keeps Redis busy well under a millisecond, so other clients never wait long.
+REFRESH_CHUNK: Final = 1000
+#: Seconds between two flushes of released rooms' keys (one call per flush).
+RELEASE_FLUSH_S: Final = 0.5
+#: Released keys waiting for a flush; past it (Redis down a long time) more are
+#: dropped and counted: their TTL removes them anyway.
+RELEASE_QUEUE_MAX: Final = 100_000
+#: Reconnection: the first wait, doubled after each failure up to the cap
+#: (each wait drawn between half of it and all of it, so instances do not probe
+#: in step after a Redis restart).
+BACKOFF_FIRST_S: Final = 0.1
+BACKOFF_MAX_S: Final = 2.0
+#: The subscriber pings Redis after this long without a message, so a silent
+#: connection (a partition, a hung Redis) is found within it.
+SUBSCRIBER_KEEPALIVE_S: Final = 5.0
+#: At start-up, how long :meth:`Cluster.run` waits for Redis (and the subscription)
+#: before it reports started anyway, degraded: rooms that open at once are claimed
+#: in Redis and can be kicked, and a Redis that is down delays start-up this long.
+STARTUP_WAIT_S: Final = 1.0
+
+# KEYS[1]: the presence key. ARGV: the value (claim@me), the TTL, me, the session
+# id, the key prefix. Returns the previous value (or false); publishes the kick
+# when the previous holder is another instance.
+_CLAIM = """
+local prev = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'GET')
+if prev then
+  local at = string.find(prev, '@', 1, true)
+  if at and string.sub(prev, at + 1) ~= ARGV[3] then
+    redis.call('PUBLISH', ARGV[5] .. 'kick:' .. string.sub(prev, at + 1),
+               string.sub(prev, 1, at - 1) .. ' ' .. ARGV[4])
+  end
+end
+return prev
+"""
+
+# KEYS: presence keys. ARGV[1]: the TTL; ARGV[1 + i]: this instance's value for
+# KEYS[i]. Ours: the TTL is renewed; gone (expired, Redis restarted): written
+# again; another instance's: its 1-based index is returned (that room was replaced).
+_REFRESH = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value == ARGV[i + 1] then
+    redis.call('EXPIRE', key, ARGV[1])
+  elseif not value then
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+  else
+    lost[#lost + 1] = i
+  end
+end
+return lost
+"""
+
+# KEYS: presence keys; ARGV[i]: the value this instance wrote. Deletes each key
+# that still holds it (a newer holder's key is left alone).
+_RELEASE = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    n = n + redis.call('DEL', key)
+  end
+end
+return n
+"""
+
+_FAILURES: Final = (
+    OSError,  # TimeoutError among them
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+def is_redis_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis is unreachable, slow or refusing (a group: all of it)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_redis_failure(e) for e in exc.exceptions)
+    from coredis.exceptions import RedisError  # imported by Cluster.run already
+
+    return isinstance(exc, (RedisError, *_FAILURES))
+
+
+def default_instance_id(configured: str = "") -> str:
+    """This process's name in Redis.
+
+    ``INSTANCE_ID`` as given, else ``{hostname}:{pid}``. A worker of
+    ``voice-trio serve --workers N`` (a process started by :mod:`multiprocessing`)
+    appends its pid to a given ``INSTANCE_ID``, so that the workers, which share
+    one environment, still have distinct names (and each its own kick channel).
+    """
+    if not configured:
+        return f"{socket.gethostname()}:{os.getpid()}"
+    if multiprocessing.parent_process() is not None:
+        return f"{configured}:{os.getpid()}"
+    return configured
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatistics:
+    instance_id: str
+    #: The last call to Redis succeeded (False: degraded, reconnecting).
+    redis_up: bool
+    #: The kick subscriber is subscribed on this instance's channel now.
+    subscribed: bool
+    #: Rooms this instance has claimed and holds now.
+    claims: int
+    #: Kicks this instance published (its new room replaced another instance's).
+    kicks_sent: int
+    #: Rooms closed here because another instance opened their session.
+    kicks_received: int
+    #: Released keys waiting for the next flush.
+    releases_pending: int
+    #: Times Redis came back after being unreachable.
+    reconnects: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.redis_up and self.subscribed
+
+
+class Cluster:
+    """One per process: the presence of this instance's rooms and its kick subscriber.
+
+    ``replaced(session_id)`` is called (synchronously, in the event loop) when
+    another instance has opened a session this instance holds; the app closes
+    that room with 4000. ``errors`` counts failed Redis calls by operation
+    (``claim``, ``refresh``, ``release``, ``ping``, ``subscribe``).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        instance_id: str,
+        replaced: Callable[[str], None],
+        errors: collections.Counter[str] | None = None,
+        prefix: str = "voice-trio:",
+        ttl_s: float = 20.0,
+        refresh_s: float = 5.0,
+        timeout_s: float = 0.2,
+    ) -> None:
+        self.url = url
+        self.instance_id = instance_id
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.refresh_s = refresh_s
+        self.timeout_s = timeout_s
+        self.errors: collections.Counter[str] = (
+            errors if errors is not None else collections.Counter()
+        )
+        self._replaced = replaced
+        self._channel = f"{prefix}kick:{instance_id}"
+        self._client: coredis.Redis[str] | None = None
+        self._claim: Any = None
+        self._refresh: Any = None
+        self._release: Any = None
+        # Session id -> the claim number of the room holding it here now.
+        self._claims: dict[str, int] = {}
+        self._next_claim = secrets.randbits(40)
+        # Presence key -> the value to delete it with, when it still holds that value.
+        self._releases: dict[str, str] = {}
+        self._up = False
+        self._subscribed = False
+        self._broken = trio.Event()  # set when a call fails: the keeper reconnects
+        self._healthy = trio.Event()  # set once Redis answers and the subscriber is on
+        self._kicks_sent = 0
+        self._kicks_received = 0
+        self._reconnects = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, subscribe and keep presence fresh until cancelled.
+
+        Started once Redis answers, or after :data:`STARTUP_WAIT_S` whether or not
+        it does: until it does, the instance is degraded and serves rooms as a
+        single instance.
+        """
+        # Imported here: coredis takes ~0.3 s to import, which a single instance never pays.
+        import coredis
+        from coredis.retry import NoRetryPolicy
+
+        client: coredis.Redis[str] = coredis.Redis.from_url(
+            self.url,
+            decode_responses=True,
+            stream_timeout=max(self.timeout_s, 1.0),
+            connect_timeout=max(self.timeout_s, 1.0),
+            # No retry inside a call: a room's call has one deadline, and the
+            # reconnection (with backoff) is this module's.
+            retry_policy=NoRetryPolicy(),
+        )
+        async with client, trio.open_nursery() as nursery:
+            self._client = client
+            self._claim = client.register_script(_CLAIM)
+            self._refresh = client.register_script(_REFRESH)
+            self._release = client.register_script(_RELEASE)
+            self._broken.set()  # the first connection is a reconnection
+            nursery.start_soon(self._keep)
+            nursery.start_soon(self._subscribe)
+            with trio.move_on_after(STARTUP_WAIT_S):
+                await self._healthy.wait()
+            task_status.started()
+
+    def statistics(self) -> ClusterStatistics:
+        return ClusterStatistics(
+            instance_id=self.instance_id,
+            redis_up=self._up,
+            subscribed=self._subscribed,
+            claims=len(self._claims),
+            kicks_sent=self._kicks_sent,
+            kicks_received=self._kicks_received,
+            releases_pending=len(self._releases),
+            reconnects=self._reconnects,
+        )
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.prefix}presence:{session_id}"
+
+    def _value(self, claim: int) -> str:
+        return f"{claim}@{self.instance_id}"
+
+    def _failed(self, op: str, exc: BaseException | None) -> None:
+        self.errors[op] += 1
+        if self._up:
+            log.warning("Redis %s failed (%r): degraded, reconnecting", op, exc or "timeout")
+        self._up = False
+        self._broken.set()
+
+    # ------------------------------------------------------- a room's path
+
+    async def claim(self, session_id: str) -> int:
+        """Hold ``session_id`` here: write its presence, kick its previous holder.
+
+        Returns the claim number to :meth:`release` it with. Takes at most
+        ``timeout_s``; while Redis is degraded it sends nothing (the refresh after
+        the reconnection writes the presence).
+        """
+        claim = self._next_claim
+        self._next_claim += 1
+        self._releases.pop(self._key(session_id), None)
+        self._claims[session_id] = claim
+        if not self._up or self._claim is None:
+            await trio.lowlevel.checkpoint()
+            return claim
+        args = [self._value(claim), int(self.ttl_s), self.instance_id, session_id, self.prefix]
+        previous: str | None = None
+        with trio.move_on_after(self.timeout_s) as scope:
+            try:
+                previous = await self._claim(keys=[self._key(session_id)], args=args)
+            except BaseException as exc:
+                if not is_redis_failure(exc):
+                    raise
+                self._failed("claim", exc)
+                return claim
+        if scope.cancelled_caught:
+            self._failed("claim", None)
+        elif previous is not None and previous.partition("@")[2] != self.instance_id:
+            self._kicks_sent += 1
+        return claim
+
+    def release(self, session_id: str, claim: int) -> None:
+        """The room of ``claim`` has closed: its key goes in the next batch of releases."""
+        if self._claims.get(session_id) != claim:
+            return
+        del self._claims[session_id]
+        if len(self._releases) >= RELEASE_QUEUE_MAX:
+            self.errors["release"] += 1  # dropped: the key expires with its TTL
+            return
+        self._releases[self._key(session_id)] = self._value(claim)
+
+    def _kicked(self, session_id: str, claim: int | None) -> None:
+        """Another instance holds ``session_id`` now: close ours (if it is that claim's)."""
+        held = self._claims.get(session_id)
+        if held is None or (claim is not None and held != claim):
+            return
+        self._kicks_received += 1
+        self._replaced(session_id)
+
+    # ------------------------------------------------------------ the keeper
+
+    async def _keep(self) -> None:
+        """One task: reconnection with backoff, the periodic refresh, the release flushes."""
+        next_refresh = trio.current_time() + self.refresh_s
+        while True:
+            if self._broken.is_set():
+                await self._reconnect()
+                next_refresh = trio.current_time() + self.refresh_s
+            with trio.move_on_after(RELEASE_FLUSH_S):
+                await self._broken.wait()
+            if self._broken.is_set():
+                continue
+            if self._releases:
+                await self._flush_releases()
+            if trio.current_time() >= next_refresh:
+                next_refresh = trio.current_time() + self.refresh_s
+                if self._claims:
+                    await self._refresh_all()
+                else:
+                    await self._ping()
+
+    async def _reconnect(self) -> None:
+        delay = BACKOFF_FIRST_S
+        while True:
+            self._broken = trio.Event()
+            if await self._ping() and await self._refresh_all():
+                await self._flush_releases()
+                if not self._broken.is_set():
+                    self._up = True
+                    self._reconnects += 1
+                    if self._subscribed:
+                        self._healthy.set()
+                    log.info("Redis reachable: %d rooms' presence written", len(self._claims))
+                    return
+            await trio.sleep(random.uniform(delay / 2, delay))
+            delay = min(BACKOFF_MAX_S, delay * 2)
+
+    async def _call(self, op: str, call: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
+        """Run one Redis call under ``timeout``: (succeeded, result)."""
+        assert self._client is not None
+        with trio.move_on_after(timeout):
+            try:
+                return True, await call()
+            except BaseException as exc:
+                if not is_redis_failure(exc):
+                    raise
+                self._failed(op, exc)
+                return False, None
+        self._failed(op, None)
+        return False, None
+
+    async def _ping(self) -> bool:
+        client = self._client
+        assert client is not None
+        ok, _ = await self._call("ping", client.ping, max(self.timeout_s, 1.0))
+        return ok
+
+    async def _refresh_all(self) -> bool:
+        """Renew (or write again) every held room's key; close those another instance holds."""
+        items = list(self._claims.items())
+        ttl = int(self.ttl_s)
+        for start in range(0, len(items), REFRESH_CHUNK):
+            chunk = items[start : start + REFRESH_CHUNK]
+            keys = [self._key(sid) for sid, _ in chunk]
+            args: list[str | int] = [ttl, *(self._value(claim) for _, claim in chunk)]
+            ok, lost = await self._call(
+                "refresh",
+                partial(self._refresh, keys=keys, args=args),
+                max(self.timeout_s, 1.0),
+            )
+            if not ok:
+                return False
+            for index in lost or ():
+                sid, claim = chunk[int(index) - 1]
+                self._kicked(sid, claim)
+        return True
+
+    async def _flush_releases(self) -> None:
+        releases, self._releases = self._releases, {}
+        pairs = list(releases.items())
+        for start in range(0, len(pairs), REFRESH_CHUNK):
+            chunk = pairs[start : start + REFRESH_CHUNK]
+            keys = [key for key, _ in chunk]
+            values = [value for _, value in chunk]
+            ok, _ = await self._call(
+                "release",
+                partial(self._release, keys=keys, args=values),
+                max(self.timeout_s, 1.0),
+            )
+            if not ok:
+                # Back in the queue for after the reconnection (unless reclaimed since).
+                for key, value in pairs[start:]:
+                    if len(self._releases) < RELEASE_QUEUE_MAX:
+                        self._releases.setdefault(key, value)
+                return
+
+    # ------------------------------------------------------------ subscriber
+
+    async def _subscribe(self) -> None:
+        """The process's one kick listener, on ``{prefix}kick:{instance}``; re-subscribes."""
+        client = self._client
+        assert client is not None
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                async with client.pubsub(
+                    channels=[self._channel],
+                    retry_policy=None,  # the reconnection (with backoff) is this loop's
+                    subscription_timeout=max(self.timeout_s, 1.0),
+                    max_idle_seconds=SUBSCRIBER_KEEPALIVE_S,
+                ) as pubsub:
+                    async for message in pubsub:
+                        kind = message["type"]
+                        if kind == "subscribe":
+                            self._subscribed = True
+                            if self._up:
+                                self._healthy.set()
+                            delay = BACKOFF_FIRST_S
+                        elif kind == "message":
+                            self._on_kick(message["data"])
+            except BaseException as exc:
+                self._subscribed = False
+                if not is_redis_failure(exc):
+                    raise
+                self._failed("subscribe", exc)
+            self._subscribed = False
+            await trio.sleep(random.uniform(delay / 2, delay))
+            delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def _on_kick(self, data: object) -> None:
+        if not isinstance(data, str):
+            return
+        claim, _, session_id = data.partition(" ")
+        self._kicked(session_id, int(claim) if claim.isdigit() else None)
