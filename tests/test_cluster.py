@@ -273,6 +273,32 @@ async def test_redis_down_rooms_go_on_degraded_then_reconnect_and_kick(
                     assert await before.closed() == (4000, "replaced")
 
 
+async def test_a_hung_redis_delays_no_room_past_its_deadline(redis: RedisServer) -> None:
+    prefix = new_prefix()
+    async with instance(redis, "h", prefix, redis_timeout_s=0.2) as h:
+        await wait_health(h, "ok")
+        assert redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            # The claim gives up after its deadline; the room opens and works.
+            async with h.connect("hung") as client:
+                await client.ping()
+            health = await wait_health(h, "degraded")
+            assert health["status"] == "ok"
+            samples = prom_samples((await h.get("/metrics")).text)
+            assert samples['voice_trio_redis_errors_total{op="claim"}'] >= 1
+            # Degraded: rooms open without waiting for Redis at all.
+            async with h.connect("hung-2") as client:
+                await client.ping()
+                redis.proc.send_signal(signal.SIGCONT)
+                await wait_health(h, "ok")
+                # Its presence is written once Redis answers again.
+                assert redis.command("GET", f"{prefix}presence:hung-2").endswith("@h\r\n")
+                await client.ping()
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+
+
 async def test_no_cluster_no_instance_id_on_the_wire() -> None:
     async with running_server() as server:
         async with server.connect("plain"):

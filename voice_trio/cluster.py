@@ -12,7 +12,8 @@ single instance. With it, one :class:`Cluster` per process (per worker):
   room's key is deleted in the next batch of releases (compare-and-delete).
 - **Kick.** Opening a room runs ``SET presence:{sid} {me} EX ttl GET`` and, when
   the previous holder is another instance, ``PUBLISH {prefix}kick:{holder}
-  "{claim} {sid}"`` (both in one Lua script: one round trip). Each process has
+  "{claim} {sid}"``, in one Lua script: one round trip, and one call for all
+  the rooms that open together (a burst after a restart). Each process has
   one subscriber on its own channel; a kick closes the room it names with 4000
   "replaced", unless a newer room of that session has opened here since (the
   claim number does not match). A kick lost while the subscriber was away is made
@@ -64,6 +65,9 @@ log = logging.getLogger("voice_trio.cluster")
 REFRESH_CHUNK: Final = 1000
 #: Seconds between two flushes of released rooms' keys (one call per flush).
 RELEASE_FLUSH_S: Final = 0.5
+#: Claims waiting for the claimer task (rooms opening in a burst); past it a claim
+#: is not sent (counted) and the next refresh writes its key.
+CLAIM_QUEUE_MAX: Final = 1000
 #: Released keys waiting for a flush; past it (Redis down a long time) more are
 #: dropped and counted: their TTL removes them anyway.
 RELEASE_QUEUE_MAX: Final = 100_000
@@ -80,19 +84,24 @@ SUBSCRIBER_KEEPALIVE_S: Final = 5.0
 #: in Redis and can be kicked, and a Redis that is down delays start-up this long.
 STARTUP_WAIT_S: Final = 1.0
 
-# KEYS[1]: the presence key. ARGV: the value (claim@me), the TTL, me, the session
-# id, the key prefix. Returns the previous value (or false); publishes the kick
-# when the previous holder is another instance.
+# KEYS: presence keys. ARGV: the TTL, me, the key prefix, then for KEYS[i] the
+# value (claim@me) and the session id. Returns each key's previous value ('' for
+# none); publishes a kick to each previous holder that is another instance.
 _CLAIM = """
-local prev = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'GET')
-if prev then
-  local at = string.find(prev, '@', 1, true)
-  if at and string.sub(prev, at + 1) ~= ARGV[3] then
-    redis.call('PUBLISH', ARGV[5] .. 'kick:' .. string.sub(prev, at + 1),
-               string.sub(prev, 1, at - 1) .. ' ' .. ARGV[4])
+local prevs = {}
+for i, key in ipairs(KEYS) do
+  local value, sid = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local prev = redis.call('SET', key, value, 'EX', ARGV[1], 'GET')
+  if prev then
+    local at = string.find(prev, '@', 1, true)
+    if at and string.sub(prev, at + 1) ~= ARGV[2] then
+      redis.call('PUBLISH', ARGV[3] .. 'kick:' .. string.sub(prev, at + 1),
+                 string.sub(prev, 1, at - 1) .. ' ' .. sid)
+    end
   end
+  prevs[i] = prev or ''
 end
-return prev
+return prevs
 """
 
 # KEYS: presence keys. ARGV[1]: the TTL; ARGV[1 + i]: this instance's value for
@@ -158,6 +167,18 @@ def default_instance_id(configured: str = "") -> str:
     if multiprocessing.parent_process() is not None:
         return f"{configured}:{os.getpid()}"
     return configured
+
+
+class _Claim:
+    """A room's claim on its way to Redis, sent with the others of its burst."""
+
+    __slots__ = ("session_id", "value", "done", "previous")
+
+    def __init__(self, session_id: str, value: str) -> None:
+        self.session_id = session_id
+        self.value = value
+        self.done = trio.Event()
+        self.previous: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +249,8 @@ class Cluster:
         self._subscribed = False
         self._broken = trio.Event()  # set when a call fails: the keeper reconnects
         self._healthy = trio.Event()  # set once Redis answers and the subscriber is on
+        self._probe = False  # a claim was slow: the keeper pings on its next tick
+        self._claims_tx, self._claims_rx = trio.open_memory_channel[_Claim](CLAIM_QUEUE_MAX)
         self._kicks_sent = 0
         self._kicks_received = 0
         self._reconnects = 0
@@ -262,6 +285,7 @@ class Cluster:
             self._broken.set()  # the first connection is a reconnection
             nursery.start_soon(self._keep)
             nursery.start_soon(self._subscribe)
+            nursery.start_soon(self._claimer)
             with trio.move_on_after(STARTUP_WAIT_S):
                 await self._healthy.wait()
             task_status.started()
@@ -304,24 +328,51 @@ class Cluster:
         self._next_claim += 1
         self._releases.pop(self._key(session_id), None)
         self._claims[session_id] = claim
-        if not self._up or self._claim is None:
+        if not self._up:
             await trio.lowlevel.checkpoint()
             return claim
-        args = [self._value(claim), int(self.ttl_s), self.instance_id, session_id, self.prefix]
-        previous: str | None = None
-        with trio.move_on_after(self.timeout_s) as scope:
-            try:
-                previous = await self._claim(keys=[self._key(session_id)], args=args)
-            except BaseException as exc:
-                if not is_redis_failure(exc):
-                    raise
-                self._failed("claim", exc)
-                return claim
-        if scope.cancelled_caught:
-            self._failed("claim", None)
-        elif previous is not None and previous.partition("@")[2] != self.instance_id:
-            self._kicks_sent += 1
+        pending = _Claim(session_id, self._value(claim))
+        try:
+            self._claims_tx.send_nowait(pending)
+        except trio.WouldBlock:
+            self.errors["claim"] += 1  # a burst past CLAIM_QUEUE_MAX: the refresh writes it
+            await trio.lowlevel.checkpoint()
+            return claim
+        with trio.move_on_after(self.timeout_s):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            # Slow, not refused: maybe Redis, maybe this busy event loop. Counted, and
+            # the keeper pings at once (with a longer deadline) to tell which; the
+            # claim is still sent, and the next refresh writes the key if it is not.
+            self.errors["claim"] += 1
+            self._probe = True
         return claim
+
+    async def _claimer(self) -> None:
+        """Send the claims of rooms opening together in one script call (one round trip)."""
+        async for first in self._claims_rx:
+            batch = [first]
+            while len(batch) < REFRESH_CHUNK:
+                try:
+                    batch.append(self._claims_rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if self._up:
+                args: list[str | int] = [int(self.ttl_s), self.instance_id, self.prefix]
+                for pending in batch:
+                    args += (pending.value, pending.session_id)
+                keys = [self._key(pending.session_id) for pending in batch]
+                ok, previous = await self._call(
+                    "claim",
+                    partial(self._claim, keys=keys, args=args),
+                    max(self.timeout_s, 1.0),
+                )
+                for pending, prev in zip(batch, previous if ok else (), strict=False):
+                    pending.previous = prev or None
+                    if prev and prev.partition("@")[2] != self.instance_id:
+                        self._kicks_sent += 1
+            for pending in batch:
+                pending.done.set()
 
     def release(self, session_id: str, claim: int) -> None:
         """The room of ``claim`` has closed: its key goes in the next batch of releases."""
@@ -354,6 +405,10 @@ class Cluster:
                 await self._broken.wait()
             if self._broken.is_set():
                 continue
+            if self._probe:
+                self._probe = False
+                if not await self._ping():
+                    continue
             if self._releases:
                 await self._flush_releases()
             if trio.current_time() >= next_refresh:
