@@ -56,9 +56,9 @@ CONNECT_TIMEOUT_S: Final = 5
 ROOM_TIMEOUT_S: Final = 3600
 #: KB of nginx's buffer for each direction of a room: more than the largest message
 #: either side sends (a 100 ms frame is 4.8 KB, the server's chunks up to 9.6 KB).
-#: With nginx's default 4 KB, measured here at 50-200 standard rooms, 0.25 % of the
-#: echoed chunks came ~100 ms late (a frame period: the rest of a message waited for
-#: the next one); with 16 KB none did (bench/cluster.py).
+#: With nginx's default 4 KB, 0.1-0.25 % of the echoed chunks came ~100 ms late at
+#: 50-200 standard rooms (a frame period: the rest of a message waited for the next
+#: one; 18 of 16,119 at 200 rooms); with 16 KB, 0 of 48,317 (bench/cluster.py).
 ROOM_BUFFER_KB: Final = 16
 #: Idle kept-alive HTTP connections per worker to the backends.
 HTTP_KEEPALIVE: Final = 16
