@@ -34,12 +34,17 @@
    layer answers only first requests, and Hypercorn's must not serve rooms
    behind its back.
 
+7. A TCPServer and its protocol point at each other; the protocol is let go
+   when the connection ends, so each connection is freed by reference counting
+   instead of waiting for a full garbage collection.
+
 Each refusal is reported through ``FrontDoorConfig.on_refused`` (a reason) when
 the config is one; under plain ``hypercorn`` it is only answered.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Generator, Iterable
 from importlib.metadata import version as dist_version
 from typing import Any
@@ -51,6 +56,7 @@ from hypercorn.events import Closed
 from hypercorn.events import Event as ServerEvent
 from hypercorn.protocol import h11 as h11_protocol
 from hypercorn.protocol import ws_stream
+from hypercorn.trio import tcp_server
 from hypercorn.trio.worker_context import WorkerContext as TrioWorkerContext
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event
@@ -101,6 +107,22 @@ def adapt_hypercorn() -> None:
         )
     _adapt_handshake(handshake)
     _adapt_h11(h11_protocol.H11Protocol)
+    _adapt_tcp_server(tcp_server.TCPServer)
+
+
+def _adapt_tcp_server(server_class: Any) -> None:
+    """The protocol's ``send`` is a bound method of the server: each connection, under
+    plain ``hypercorn`` too, was freed only by a full garbage collection (issue #10)."""
+    original = server_class.run
+
+    async def run(self: Any) -> None:
+        try:
+            await original(self)
+        finally:
+            with contextlib.suppress(AttributeError):  # unset if it ended early
+                del self.protocol
+
+    server_class.run = run
 
 
 def _adapt_handshake(handshake: Any) -> None:

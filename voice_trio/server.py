@@ -535,14 +535,7 @@ class _FrontDoor:
                     self.state,
                     _Replayed(stream, data),  # type: ignore[arg-type]
                 )
-                try:
-                    await http.run()
-                finally:
-                    # TCPServer -> its protocol -> the bound TCPServer.protocol_send is a
-                    # cycle: without this, every HTTP request (each /metrics scrape) is
-                    # freed only by a full garbage collection (issue #10).
-                    with contextlib.suppress(AttributeError):  # unset if it ended early
-                        del http.protocol
+                await http.run()  # it lets go of its protocol at the end (_hypercorn.py)
             finally:
                 del self._http[scope]
                 if self._http_deadline is not None and not self._http:
