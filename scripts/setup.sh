@@ -33,6 +33,8 @@ if [ "$want" = test ]; then
   apt_packages+=(chromium)
   # The scale-out tests start real Redis and nginx processes on free ports.
   apt_packages+=(redis-server nginx)
+  # `ss` reads the listen backlog in the front door's tests.
+  apt_packages+=(iproute2)
 fi
 missing=()
 for pkg in "${apt_packages[@]+"${apt_packages[@]}"}"; do
