@@ -75,6 +75,8 @@ class VoiceTrioApp:
         self.rooms: dict[str, Room] = {}
         self.shutting_down = False
         self._guard: HandshakeGuard | None = None
+        #: The port ``voice-trio serve`` listens on (None under another ASGI server).
+        self.listen_port: int | None = None
         self._nursery: trio.Nursery | None = None
         #: Presence and the cross-instance kick in Redis (REDIS_URL; None: one instance).
         self.cluster: Cluster | None = None
@@ -192,7 +194,7 @@ class VoiceTrioApp:
             return
         # This instance's name (/healthz; in Redis and session.ready with REDIS_URL).
         settings = self._settings = msgspec.structs.replace(
-            settings, instance_id=default_instance_id(settings.instance_id)
+            settings, instance_id=default_instance_id(settings.instance_id, port=self.listen_port)
         )
         try:
             if self.needs_speech and self.speech is None:

@@ -154,16 +154,20 @@ def is_redis_failure(exc: BaseException) -> bool:
     return isinstance(exc, (RedisError, *_FAILURES))
 
 
-def default_instance_id(configured: str = "") -> str:
+def default_instance_id(configured: str = "", *, port: int | None = None) -> str:
     """This process's name in Redis.
 
-    ``INSTANCE_ID`` as given, else ``{hostname}:{pid}``. A worker of
-    ``voice-trio serve --workers N`` (a process started by :mod:`multiprocessing`)
-    appends its pid to a given ``INSTANCE_ID``, so that the workers, which share
-    one environment, still have distinct names (and each its own kick channel).
+    ``INSTANCE_ID`` as given, else ``{hostname}:{port}`` (stable across restarts)
+    when the port is known (``voice-trio serve``), else ``{hostname}:{pid}`` (plain
+    ``hypercorn``). A worker of ``voice-trio serve --workers N`` (a process started
+    by :mod:`multiprocessing`) appends its pid, so that the workers, which share one
+    port and one environment, still have distinct names (and each its own kick
+    channel).
     """
     if not configured:
-        return f"{socket.gethostname()}:{os.getpid()}"
+        if port is None:
+            return f"{socket.gethostname()}:{os.getpid()}"
+        configured = f"{socket.gethostname()}:{port}"
     if multiprocessing.parent_process() is not None:
         return f"{configured}:{os.getpid()}"
     return configured

@@ -342,6 +342,8 @@ async def _serve(
     own = sockets is None
     if sockets is None:
         sockets = listen(config, settings)
+    if sockets.insecure_sockets:  # the default instance id is hostname:port
+        app.listen_port = int(sockets.insecure_sockets[0].getsockname()[1])
     try:
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
