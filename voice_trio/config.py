@@ -140,8 +140,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Many instances (voice_trio.cluster): set, presence and the cross-instance kick
     # run through this Redis; empty: a single instance, nothing is sent anywhere.
     redis_url: str = ""
-    # This instance's name in Redis; empty: hostname:pid (a worker of --workers
-    # appends its pid to a given name).
+    # This instance's name in Redis; empty: hostname:port under voice-trio serve
+    # (hostname:pid under another server); a worker of --workers appends its pid.
     instance_id: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^@\s]*$")] = ""
     redis_prefix: Annotated[str, msgspec.Meta(max_length=100)] = "voice-trio:"
     # Deadline of each Redis call on a room's path; past it the room goes on as on
@@ -307,7 +307,7 @@ _HELP = {
     "provider_breaker_threshold": "failures in a row that open a provider's circuit breaker",
     "provider_breaker_cooldown_s": "seconds an open breaker refuses before one probe",
     "redis_url": "redis://host:port/db: presence and cross-instance kick; empty: one instance",
-    "instance_id": "this instance's name in Redis; empty: hostname:pid (workers add :pid)",
+    "instance_id": "this instance's name in Redis; empty: hostname:port (workers add :pid)",
     "redis_prefix": "prefix of every Redis key and channel of this deployment",
     "redis_timeout_s": "deadline of a Redis call on a room's path (then: as one instance)",
     "presence_ttl_s": "seconds a room's presence key lives unless refreshed",
