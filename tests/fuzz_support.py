@@ -29,6 +29,8 @@ from typing import Any
 
 import psutil
 
+from .support import frame
+
 #: Every wait on the server is bounded by this: generous, so a loaded machine
 #: (two cores shared by several test runs) never makes a test flaky. (FUZZ_PATIENCE_S
 #: shortens it to shrink faster against a server known to hang, e.g. an old commit.)
@@ -73,47 +75,8 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 PING = b'{"type":"ping"}'
 COMMIT = b'{"type":"commit_audio"}'
 
-_H2 = struct.Struct("!BB")
-_H4 = struct.Struct("!BBH")
-_H10 = struct.Struct("!BBQ")
-
 
 # --------------------------------------------------------------------- frames
-
-
-def mask(payload: bytes, key: bytes) -> bytes:
-    n = len(payload)
-    if not n:
-        return payload
-    keys = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(
-        n, "little"
-    )
-
-
-def frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    key: bytes = b"\x37\xfa\x21\x3d",
-    length: int | None = None,
-) -> bytes:
-    """A client frame (fast for big payloads); ``length`` declares another size than its own."""
-    size = len(payload) if length is None else length
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    bit = 0x80 if masked else 0
-    if size < 126:
-        head = _H2.pack(b0, bit | size)
-    elif size < 65536:
-        head = _H4.pack(b0, bit | 126, size)
-    else:
-        head = _H10.pack(b0, bit | 127, size)
-    if not masked:
-        return head + payload
-    return head + key + mask(payload, key)
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -294,9 +294,13 @@ def frame(
     fin: bool = True,
     rsv: int = 0,
     masked: bool = True,
+    key: bytes | None = None,
     length: int | None = None,
 ) -> bytes:
-    """A client frame; ``length`` declares another payload size than the real one."""
+    """A client frame; ``length`` declares another payload size than the real one.
+
+    ``key``: the masking key (default: a random one, as a client's must be).
+    """
     size = len(payload) if length is None else length
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if masked else 0
@@ -308,9 +312,19 @@ def frame(
         head = struct.pack("!BBQ", b0, mask_bit | 127, size)
     if not masked:
         return head + payload
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + body
+    key = os.urandom(4) if key is None else key
+    return head + key + mask(payload, key)
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR the 4-byte ``key`` repeated (RFC 6455 section 5.3), in one big-int XOR."""
+    n = len(payload)
+    if not n:
+        return payload
+    keys = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(
+        n, "little"
+    )
 
 
 def _parse_server_frame(data: bytes) -> tuple[bool, int, bytes, int] | None:
