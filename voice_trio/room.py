@@ -560,10 +560,11 @@ class Room:
             self.messages_in += 1
             metrics.messages_in += 1
             self.touch()
+            now = self.last_activity  # touch() just read the clock
             limits = self._limits
             if limits is None:
-                limits = self._limits = _Limits(self.settings, trio.current_time())
-            if not limits.messages.take(trio.current_time()):
+                limits = self._limits = _Limits(self.settings, now)
+            if not limits.messages.take(now):
                 if not self._over_limit(limits, "messages"):
                     return
                 continue

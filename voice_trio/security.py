@@ -204,6 +204,8 @@ class TrustedProxies:
         return bool(self._networks)
 
     def __contains__(self, host: object) -> bool:
+        if not self._networks:  # the common case: asked at every accept
+            return False
         try:
             ip = ipaddress.ip_address(str(host).strip().split("%", 1)[0])
         except ValueError:
