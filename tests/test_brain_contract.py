@@ -14,7 +14,7 @@ import trio
 
 from voice_trio.app import VoiceTrioApp
 from voice_trio.config import Settings
-from voice_trio.providers import BrainError, BrainEvents, SessionOptions, Turn
+from voice_trio.providers import BrainEvents, ProviderError, SessionOptions, Turn
 from voice_trio.server import serve
 
 from .support import RunningServer, tone
@@ -37,7 +37,7 @@ class ToneBrain:
             self._nursery = nursery
             task_status.started()
             await self._fail.wait()
-            raise BrainError("provider_down", "the provider went away")
+            raise ProviderError("provider_down", "the provider went away")
 
     async def send_audio(self, pcm: bytes) -> None:
         pass

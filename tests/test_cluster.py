@@ -40,6 +40,7 @@ def _redis_is_installed() -> None:
     if not os.path.exists(REDIS):
         pytest.fail("redis-server is not installed (scripts/setup.sh test installs it)")
 
+
 _names = itertools.count()
 
 

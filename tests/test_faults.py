@@ -158,9 +158,7 @@ async def azure_server(
         app_class = azure_app(fake, **brain)
         # The breaker's settings, as PROVIDER_BREAKER_THRESHOLD / _COOLDOWN_S give them.
         fields = {f"provider_breaker_{k}": v for k, v in (breaker or {}).items()}
-        async with running_server(
-            app_class=app_class, ws_tts_chunk_bytes=4800, **fields
-        ) as server:
+        async with running_server(app_class=app_class, ws_tts_chunk_bytes=4800, **fields) as server:
             yield fake, server
 
 

@@ -45,6 +45,7 @@ def _nginx_is_installed() -> None:
     if not os.path.exists(NGINX):
         pytest.fail("nginx is not installed (scripts/setup.sh test installs it)")
 
+
 #: Sessions spread over the instances by the sticky-routing tests.
 SESSIONS = 60
 #: Reconnects of each session in the sticky-routing test.

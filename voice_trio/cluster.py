@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import trio
 
+from .errors import leaves
+
 if TYPE_CHECKING:
     import coredis
 
@@ -147,11 +149,9 @@ _FAILURES: Final = (
 
 def is_redis_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says Redis is unreachable, slow or refusing (a group: all of it)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(is_redis_failure(e) for e in exc.exceptions)
     from coredis.exceptions import RedisError  # imported by Cluster.run already
 
-    return isinstance(exc, (RedisError, *_FAILURES))
+    return bool(leaves(exc, (RedisError, *_FAILURES)))
 
 
 def default_instance_id(configured: str = "", *, port: int | None = None) -> str:

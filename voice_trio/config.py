@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "OUTPUT_SAMPLE_RATE",
@@ -35,10 +37,6 @@ def default_db_path() -> Path:
     """Where the demo receptionist keeps its appointments when AGENT_DB_PATH is empty."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "voice-trio" / "appointments.sqlite3"
-
-
-class ConfigError(ValueError):
-    """A setting has a value the server cannot run with."""
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

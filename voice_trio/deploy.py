@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from .errors import ConfigError
+
 __all__ = ["Address", "DeployError", "nginx_config", "parse_address"]
 
 #: A backend that refuses or times out once is left out for FAIL_TIMEOUT_S.
@@ -74,7 +76,7 @@ _HOSTNAME: Final = re.compile(
 )
 
 
-class DeployError(ValueError):
+class DeployError(ConfigError):
     """An argument a deployment file cannot be written from; the message says why."""
 
 

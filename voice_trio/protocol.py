@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .errors import ProtocolError
+
 __all__ = [
     "AudioIn",
     "ClientMessage",
@@ -154,15 +156,6 @@ class Error(_Out, tag="error"):
 
 class Pong(_Out, tag="pong"):
     pass
-
-
-class ProtocolError(Exception):
-    """A client message the room cannot take; ``code`` goes on the ``error`` event."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)

@@ -29,7 +29,8 @@ import trio
 from . import protocol as p
 from .audio import Chunker, InputResampler, pcm16_from_ints
 from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES, Settings
-from .providers.base import Brain, BrainError, SessionOptions, Voice
+from .errors import ProviderError, leaves
+from .providers.base import Brain, SessionOptions, Voice
 from .security import TokenBucket
 from .transport import Transport
 
@@ -792,8 +793,8 @@ class Room:
                     await nursery.start(brain.run, events)
                     self.brain = brain
                     nursery.start_soon(self._pump, brain)
-        except* BrainError as group:
-            for exc in _leaves(group):
+        except* ProviderError as group:
+            for exc in leaves(group, ProviderError) or ():
                 await self.error(exc.code, exc.message, fatal=exc.fatal)
         finally:
             # A newer upstream may already run (the idle sweeper let go of this
@@ -867,17 +868,6 @@ class _Limits:
         self.last_drop_second = -2
         #: Seconds running (whole clock seconds) with a message dropped in each.
         self.streak = 0
-
-
-def _leaves(group: BaseExceptionGroup[BrainError]) -> list[BrainError]:
-    """The BrainErrors in a (possibly nested) exception group."""
-    found: list[BrainError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
 
 
 def _options_dict(options: SessionOptions) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
+from .errors import VoiceTrioError
+
 __all__ = [
     "AUDIENCE",
     "Ticket",
@@ -55,7 +57,7 @@ _WS_PATH: Final = re.compile(r"/ws/([A-Za-z0-9_-]{1,128})")
 MAX_TRACKED_ADDRESSES: Final = 65_536
 
 
-class Refusal(Exception):
+class Refusal(VoiceTrioError):
     """A handshake the server refuses: ``status`` (HTTP), ``reason`` (the metric label)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 import trio
 
+from ..errors import VoiceTrioError
 from .vietnamese import Utterance
 
 __all__ = [
@@ -70,7 +71,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 
-class ToolError(Exception):
+class ToolError(VoiceTrioError):
     """A tool's expected failure. Its message becomes the tool's output, for the model to read."""
 
 

@@ -46,8 +46,9 @@ import msgspec
 import trio
 import trio_websocket
 
+from ..errors import ProviderError, sole
 from ._socket import open_provider_socket, websocket_base
-from .base import BrainError, BrainEvents, SessionOptions, Turn
+from .base import BrainEvents, SessionOptions, Turn
 from .breaker import Attempt, Backoff, CircuitBreaker, CircuitOpen
 
 if TYPE_CHECKING:
@@ -414,9 +415,8 @@ class AzureRealtimeBrain:
                 await self._supervise(link)
         except BaseExceptionGroup as group:
             # One provider failure leaves the brain as itself, not wrapped in a group.
-            errors = _brain_errors(group)
-            if errors is not None and len(errors) == 1:
-                raise errors[0] from None
+            if (error := sole(group, ProviderError)) is not None:
+                raise error from None
             raise
         finally:
             self._nursery = None
@@ -482,7 +482,7 @@ class AzureRealtimeBrain:
         assert self._nursery is not None
         while True:
             if self._failures > self._reconnect_tries:
-                raise BrainError(
+                raise ProviderError(
                     "upstream_unavailable",
                     f"could not reach Azure OpenAI Realtime after {self._failures} "
                     f"attempts ({self._last_failure})",
@@ -492,7 +492,7 @@ class AzureRealtimeBrain:
             try:
                 attempt = self._breaker.admit()
             except CircuitOpen as exc:
-                raise BrainError(
+                raise ProviderError(
                     "upstream_circuit_open",
                     f"Azure OpenAI Realtime is failing ({exc.reason}); new sessions are "
                     f"paused, next try in {max(1, round(exc.retry_in_s))} s",
@@ -553,7 +553,7 @@ class AzureRealtimeBrain:
                     self._session_failed(attempt, reason)
                     raise _Retry(reason) from None
                 # After the handshake: the session is over; the supervisor decides what next.
-        except BrainError as exc:
+        except ProviderError as exc:
             if started and link is not None and not link.stable:
                 self._session_failed(attempt, exc.code)
             raise
@@ -603,7 +603,7 @@ class AzureRealtimeBrain:
         if status in (401, 403):
             # Fatal: the key is wrong for every room; retrying on each frame would
             # hammer Azure and spam the client. The room closes (1011) with this word.
-            return BrainError(
+            return ProviderError(
                 "upstream_auth",
                 f"Azure OpenAI refused the credentials (HTTP {status}): "
                 "check AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
@@ -611,7 +611,7 @@ class AzureRealtimeBrain:
             )
         if status in (408, 425, 429) or status >= 500:
             return _Retry(f"HTTP {status}")
-        return BrainError(
+        return ProviderError(
             "upstream_rejected",
             f"Azure OpenAI refused the session (HTTP {status}): "
             "check AZURE_OPENAI_DEPLOYMENT and AZURE_OPENAI_API_VERSION",
@@ -653,7 +653,7 @@ class AzureRealtimeBrain:
             # speech or tool call in progress), so nothing audible is lost.
             try:
                 fresh = await self._connect()
-            except BrainError as exc:
+            except ProviderError as exc:
                 if exc.fatal:
                     raise
                 rotate_at = trio.current_time() + 60.0
@@ -825,7 +825,7 @@ class AzureRealtimeBrain:
             try:
                 event = _decoder.decode(raw)
             except msgspec.DecodeError:
-                raise BrainError(
+                raise ProviderError(
                     "upstream_protocol", "Azure OpenAI sent an event this server cannot read"
                 ) from None
             await self._dispatch(link, event)
@@ -1083,19 +1083,3 @@ def _attempt_error(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"network error ({type(exc).__name__})"
     return type(exc).__name__
-
-
-def _brain_errors(group: BaseExceptionGroup[Any]) -> list[BrainError] | None:
-    """The leaves of ``group`` if they are all BrainErrors (cancellations aside)."""
-    found: list[BrainError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _brain_errors(exc)
-            if inner is None:
-                return None
-            found.extend(inner)
-        elif isinstance(exc, BrainError):
-            found.append(exc)
-        elif not isinstance(exc, trio.Cancelled):
-            return None
-    return found

@@ -13,7 +13,9 @@ from typing import Protocol
 import msgspec
 import trio
 
-__all__ = ["Brain", "BrainError", "BrainEvents", "SessionOptions", "Turn", "Voice"]
+from ..errors import ProviderError
+
+__all__ = ["Brain", "BrainEvents", "ProviderError", "SessionOptions", "Turn", "Voice"]
 
 
 class SessionOptions(msgspec.Struct, kw_only=True):
@@ -22,20 +24,6 @@ class SessionOptions(msgspec.Struct, kw_only=True):
     language: str
     voice: str | None = None
     instructions: str | None = None
-
-
-class BrainError(Exception):
-    """A provider failure the room reports to its client as an ``error`` event.
-
-    The room stays open; the upstream is torn down and starts again on the next
-    activity. ``fatal`` closes the room as well.
-    """
-
-    def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.fatal = fatal
 
 
 class Turn(Protocol):

@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import trio
 
+from ..errors import VoiceTrioError
+
 __all__ = [
     "Attempt",
     "Backoff",
@@ -71,7 +73,7 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"  # one probe attempt is out; the others are refused
 
 
-class CircuitOpen(Exception):
+class CircuitOpen(VoiceTrioError):
     """A provider's breaker refused an attempt; ``retry_in_s`` until it probes again."""
 
     def __init__(self, provider: str, retry_in_s: float, reason: str) -> None:

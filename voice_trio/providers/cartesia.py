@@ -38,8 +38,9 @@ import msgspec
 import trio
 import trio_websocket
 
+from ..errors import ProviderError, sole
 from ._socket import open_provider_socket, websocket_base
-from .base import BrainError, SessionOptions
+from .base import SessionOptions
 from .breaker import Attempt, Backoff, CircuitBreaker, CircuitOpen
 
 __all__ = ["CartesiaPool", "CartesiaPoolStatistics", "CartesiaVoice", "tts_url"]
@@ -226,10 +227,10 @@ class CartesiaPool:
                     continue
                 await self._capacity.wait()
         if self._open_failures:
-            raise BrainError(
+            raise ProviderError(
                 "tts_unavailable", f"could not reach Cartesia ({self._last_failure}); retrying"
             )
-        raise BrainError("tts_busy", "every Cartesia connection is full; please try again")
+        raise ProviderError("tts_busy", "every Cartesia connection is full; please try again")
 
     def context_stalled(self, context: _Context) -> None:
         """Cartesia owes ``context`` audio and sent nothing for ``stall_timeout_s``."""
@@ -248,7 +249,7 @@ class CartesiaPool:
         try:
             attempt = self.breaker.admit()
         except CircuitOpen as exc:
-            raise BrainError(
+            raise ProviderError(
                 "tts_circuit_open",
                 f"Cartesia is failing ({exc.reason}); the voice is paused, next try in "
                 f"{max(1, round(exc.retry_in_s))} s",
@@ -257,7 +258,7 @@ class CartesiaPool:
         try:
             self._numbers += 1
             socket: _Socket = await self._nursery.start(self._hold, self._numbers, attempt)
-        except BrainError as exc:
+        except ProviderError as exc:
             self._open_failed(exc.message)
             # Rooms waiting for a slot try again (after the backoff) or hear why not.
             self._capacity.set()
@@ -275,11 +276,11 @@ class CartesiaPool:
 
     async def send(self, context: _Context, request: dict[str, Any]) -> None:
         if context.socket.dead:
-            raise BrainError("tts_failed", "the connection to Cartesia dropped")
+            raise ProviderError("tts_failed", "the connection to Cartesia dropped")
         try:
             await context.socket.ws.send_message(_encoder.encode(request).decode())
         except trio_websocket.ConnectionClosed:
-            raise BrainError("tts_failed", "the connection to Cartesia dropped") from None
+            raise ProviderError("tts_failed", "the connection to Cartesia dropped") from None
         if context.unanswered_since is None and not request.get("cancel"):
             context.unanswered_since = trio.current_time()
 
@@ -305,12 +306,12 @@ class CartesiaPool:
                 status = exc.status_code
                 attempt.failed(f"HTTP {status}")
                 if status in (401, 403):
-                    raise BrainError(
+                    raise ProviderError(
                         "tts_auth",
                         f"Cartesia refused the credentials (HTTP {status}): check CARTESIA_API_KEY",
                         fatal=True,
                     ) from None
-                raise BrainError(
+                raise ProviderError(
                     "tts_unavailable", f"Cartesia refused the connection (HTTP {status})"
                 ) from None
         except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError) as exc:
@@ -321,7 +322,7 @@ class CartesiaPool:
                     else type(exc).__name__
                 )
                 attempt.failed(reason)
-                raise BrainError(
+                raise ProviderError(
                     "tts_unavailable", f"could not reach Cartesia ({reason})"
                 ) from None
         except trio.Cancelled:
@@ -457,9 +458,9 @@ class CartesiaVoice:
                 await self._pool.send(context, self._request(context, "", more=False))
                 context.sent_last = True
         except BaseExceptionGroup as group:
-            errors = [e for e in group.exceptions if isinstance(e, BrainError)]
-            if len(errors) == 1 and len(group.exceptions) == 1:
-                raise errors[0] from None
+            # One provider failure leaves the voice as itself, not wrapped in a group.
+            if (error := sole(group, ProviderError)) is not None:
+                raise error from None
             raise
         finally:
             if context is not None:
@@ -470,7 +471,7 @@ class CartesiaVoice:
                             await self._pool.send(
                                 context, {"context_id": context.id, "cancel": True}
                             )
-                        except BrainError:
+                        except ProviderError:
                             pass
                 self._pool.release(context)
 
@@ -489,7 +490,7 @@ class CartesiaVoice:
                 now = trio.current_time()
                 if since is not None and now - since >= stall_s:
                     self._pool.context_stalled(context)
-                    raise BrainError(
+                    raise ProviderError(
                         "tts_stalled", f"the voice stopped answering for {stall_s:g} s"
                     )
                 wake = now + stall_s if since is None else since + stall_s
@@ -502,7 +503,7 @@ class CartesiaVoice:
                 if pcm:
                     await emit(pcm)  # never under the stall deadline: a slow room is not a stall
         if context.error is not None:
-            raise BrainError("tts_failed", context.error)
+            raise ProviderError("tts_failed", context.error)
 
 
 def _cut(text: str) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import trio
 
-from .base import BrainError, BrainEvents, SessionOptions
+from .base import BrainEvents, ProviderError, SessionOptions
 from .breaker import Attempt, CircuitBreaker, CircuitOpen
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class LocalSpeech:
         try:
             return self.breaker.admit()
         except CircuitOpen as exc:
-            raise BrainError(
+            raise ProviderError(
                 "asr_unavailable",
                 "speech recognition is failing; please type instead, or try again in "
                 f"{max(1, round(exc.retry_in_s))} s",
@@ -154,7 +154,7 @@ class LocalSpeech:
     async def transcribe(self, audio: np.ndarray[Any, Any], *, language: str) -> str:
         """Recognise a turn: rooms wait their turn fairly (FIFO), boundedly.
 
-        Raises :class:`BrainError` when too many rooms wait already, when this
+        Raises :class:`ProviderError` when too many rooms wait already, when this
         one waited longer than ``asr_max_wait_s``, or when the model failed
         (``asr_failed``; ``asr_unavailable`` while its breaker is open); the room
         then says so and goes on.
@@ -164,17 +164,17 @@ class LocalSpeech:
         self._admit().release()  # refused at once while open, before any waiting
         limiter = self.asr_limiter
         if limiter.statistics().tasks_waiting >= self.asr_queue_max:
-            raise BrainError("asr_busy", "speech recognition is saturated; please try again")
+            raise ProviderError("asr_busy", "speech recognition is saturated; please try again")
         with trio.move_on_after(self.asr_max_wait_s) as waited:
             await limiter.acquire()
         if waited.cancelled_caught:
-            raise BrainError(
+            raise ProviderError(
                 "asr_timeout",
                 f"speech recognition was busy for {self.asr_max_wait_s:g} s; please say that again",
             )
         try:
             attempt = self._admit()
-        except BrainError:
+        except ProviderError:
             limiter.release()
             raise
         try:
@@ -184,7 +184,7 @@ class LocalSpeech:
         except RecognizerError as exc:
             log.warning("speech recognition failed: %s", exc, exc_info=exc.__cause__)
             attempt.failed(str(exc))
-            raise BrainError(
+            raise ProviderError(
                 "asr_failed", "speech recognition failed on that turn; please say it again"
             ) from None
         finally:
@@ -213,7 +213,7 @@ class LocalVoice:
             async for pcm in stream:
                 await emit(pcm)
         except TtsError as exc:
-            raise BrainError("tts_failed", f"the embedded voice failed: {exc}") from None
+            raise ProviderError("tts_failed", f"the embedded voice failed: {exc}") from None
         finally:
             await stream.aclose()
 
@@ -287,7 +287,7 @@ class LocalBrain:
                 return  # partials are skipped while others wait for recognition
             try:
                 text = await self._speech.transcribe(payload, language=language)
-            except BrainError:
+            except ProviderError:
                 return  # a partial is only a courtesy
             if text and turn_no == self._turn_no and self._in_speech:
                 await events.transcript(text, final=False)
@@ -295,7 +295,7 @@ class LocalBrain:
         if kind == _FINAL:
             try:
                 text = await self._speech.transcribe(payload, language=language)
-            except BrainError as exc:
+            except ProviderError as exc:
                 await events.error(exc.code, exc.message)
                 return
             if not text:

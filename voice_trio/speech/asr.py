@@ -32,6 +32,7 @@ from faster_whisper.audio import pad_or_trim  # type: ignore[import-untyped]
 from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
 from faster_whisper.transcribe import get_suppressed_tokens  # type: ignore[import-untyped]
 
+from ..errors import VoiceTrioError
 from .vad import SAMPLE_RATE, Audio, pcm16_to_float32
 
 __all__ = [
@@ -54,11 +55,11 @@ _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _STALE_TMP_S = 3600.0
 
 
-class ModelAssemblyError(RuntimeError):
+class ModelAssemblyError(VoiceTrioError):
     """The Whisper model could not be found in the installed packages or assembled."""
 
 
-class RecognizerError(RuntimeError):
+class RecognizerError(VoiceTrioError):
     """A transcription failed inside the model (faster-whisper / CTranslate2 raised).
 
     The model's own exception is the ``__cause__``; the message names only its class,

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import soxr  # type: ignore[import-untyped]
 import trio
 
+from ..errors import VoiceTrioError
 from .textcut import ClauseCutter
 
 __all__ = [
@@ -41,7 +42,7 @@ _DEBIAN_HINT = "install the Debian/Ubuntu package 'espeak-ng' (apt-get install e
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*")
 
 
-class TtsError(RuntimeError):
+class TtsError(VoiceTrioError):
     """eSpeak NG failed or produced audio that could not be read."""
 
 
