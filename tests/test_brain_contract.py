@@ -24,6 +24,7 @@ PIECE = tone(2400, seed=11)  # 100 ms
 
 class ToneBrain:
     name = "tone"
+    input_rates = frozenset({24000})
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
@@ -39,7 +40,7 @@ class ToneBrain:
             await self._fail.wait()
             raise ProviderError("provider_down", "the provider went away")
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send_audio(self, pcm: bytes, *, rate: int = 24000) -> None:
         pass
 
     async def commit_audio(self) -> None:

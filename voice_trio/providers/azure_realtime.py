@@ -46,6 +46,7 @@ import msgspec
 import trio
 import trio_websocket
 
+from ..config import OUTPUT_SAMPLE_RATE
 from ..errors import ProviderError, sole
 from ._socket import open_provider_socket, websocket_base
 from .base import BrainEvents, SessionOptions, Turn
@@ -309,6 +310,8 @@ class AzureRealtimeBrain:
     """
 
     name = "azure"
+    #: Azure's ``pcm16`` input is 24 kHz.
+    input_rates = frozenset({OUTPUT_SAMPLE_RATE})
 
     def __init__(
         self,
@@ -422,7 +425,7 @@ class AzureRealtimeBrain:
             self._nursery = None
             self._link = None
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send_audio(self, pcm: bytes, *, rate: int = OUTPUT_SAMPLE_RATE) -> None:
         await self._send_current(_encode(_Append(audio=pcm)), audio=pcm)
 
     async def commit_audio(self) -> None:

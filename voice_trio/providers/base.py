@@ -81,6 +81,9 @@ class Brain(Protocol):
     """A realtime conversation session: audio and text in; events out."""
 
     name: str
+    #: The input sample rates it takes as they are. The room resamples a client's
+    #: audio at any other rate to 24 kHz, once, before it reaches the brain.
+    input_rates: frozenset[int]
 
     async def run(
         self, events: BrainEvents, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -88,8 +91,8 @@ class Brain(Protocol):
         """Connect, call ``task_status.started()`` once ready, then serve until cancelled."""
         ...
 
-    async def send_audio(self, pcm: bytes) -> None:
-        """User audio, 24 kHz PCM16 mono."""
+    async def send_audio(self, pcm: bytes, *, rate: int = 24000) -> None:
+        """User audio, PCM16 mono at ``rate`` (24 kHz, or one of ``input_rates``)."""
         ...
 
     async def commit_audio(self) -> None:

@@ -12,6 +12,7 @@ import re
 
 import trio
 
+from ..config import OUTPUT_SAMPLE_RATE
 from .base import BrainEvents, SessionOptions, Turn
 
 __all__ = ["EchoBrain"]
@@ -21,6 +22,7 @@ _WORD_START = re.compile(r"(?<=\s)(?=\S)")
 
 class EchoBrain:
     name = "echo"
+    input_rates = frozenset({OUTPUT_SAMPLE_RATE})
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
@@ -39,7 +41,7 @@ class EchoBrain:
             raise RuntimeError("EchoBrain used before run() started")
         return self._events
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send_audio(self, pcm: bytes, *, rate: int = OUTPUT_SAMPLE_RATE) -> None:
         turn = self._turn
         if turn is None or turn.closed:
             # Echoed audio answers no user turn: it is not timed as a reply.

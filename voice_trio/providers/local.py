@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import trio
 
+from ..config import OUTPUT_SAMPLE_RATE
 from .base import BrainEvents, ProviderError, SessionOptions
 from .breaker import Attempt, CircuitBreaker, CircuitOpen
 
@@ -237,6 +238,7 @@ class LocalBrain:
     """One room's embedded conversation session."""
 
     name = "local"
+    input_rates = frozenset({OUTPUT_SAMPLE_RATE})
 
     def __init__(
         self,
@@ -313,7 +315,7 @@ class LocalBrain:
 
     # ------------------------------------------------------------ room -> brain
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send_audio(self, pcm: bytes, *, rate: int = OUTPUT_SAMPLE_RATE) -> None:
         from ..speech.vad import pcm16_to_float32
 
         events = self._require_events()
