@@ -1,0 +1,133 @@
+"""What a room tells the world outside it: the records of a conversation (issue #14).
+
+A room hands each record to the app's :class:`Recorder` as it happens: a user's
+finished turn, an assistant response as the user heard it, an error, the room's
+opening and closing (with its usage). A recorder only *enqueues*: every method is
+synchronous, returns at once and never raises into the room; the transcript
+store, the background jobs and the analytics stream drain their own bounded
+queues off the event loop.
+
+Times are wall-clock seconds since the epoch (``time.time()``), as stored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+__all__ = [
+    "AssistantTurn",
+    "ErrorRecord",
+    "NullRecorder",
+    "Recorder",
+    "RoomClosed",
+    "RoomOpened",
+    "Usage",
+    "UserTurn",
+]
+
+
+class RoomOpened(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    instance_id: str
+    at: float
+    brain: str
+    voice: str
+    #: The conversation was restored from the session store (a reconnect).
+    resumed: bool = False
+
+
+class UserTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """A finished user turn: the final transcript of speech, or typed text."""
+
+    session_id: str
+    text: str
+    source: Literal["voice", "text"]
+    #: When the user started speaking (None: not known, e.g. typed text).
+    started_at: float | None
+    ended_at: float
+
+
+class AssistantTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """An assistant response as the user heard it."""
+
+    session_id: str
+    response_id: str
+    #: The text as heard: cut at the interrupt point when interrupted.
+    text: str
+    #: All the text the brain produced for it.
+    full_text: str
+    status: Literal["completed", "interrupted"]
+    started_at: float
+    ended_at: float
+    #: Of its audio: how much was sent and how much the user heard (ms).
+    audio_ms: int
+    heard_ms: int
+    #: Time to first audio from the end of the user's turn (None: not a reply, or no audio).
+    ttfa_ms: float | None = None
+
+
+class ErrorRecord(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    code: str
+    at: float
+    fatal: bool = False
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """What a room used, for billing."""
+
+    audio_in_s: float
+    audio_out_s: float
+    user_turns: int
+    responses: int
+    interrupts: int
+    brain: str
+    voice: str
+    duration_s: float
+
+
+class RoomClosed(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    instance_id: str
+    at: float
+    duration_s: float
+    close_code: int
+    reason: str
+    usage: Usage
+
+
+class Recorder(Protocol):
+    """Where a room's records go. Every method only enqueues; none may block or raise."""
+
+    def room_opened(self, record: RoomOpened) -> None: ...
+
+    def user_turn(self, record: UserTurn) -> None: ...
+
+    def assistant_turn(self, record: AssistantTurn) -> None: ...
+
+    def error(self, record: ErrorRecord) -> None: ...
+
+    def room_closed(self, record: RoomClosed) -> None: ...
+
+
+class NullRecorder:
+    """Keeps nothing (a room built without a recorder)."""
+
+    __slots__ = ()
+
+    def room_opened(self, record: RoomOpened) -> None:
+        pass
+
+    def user_turn(self, record: UserTurn) -> None:
+        pass
+
+    def assistant_turn(self, record: AssistantTurn) -> None:
+        pass
+
+    def error(self, record: ErrorRecord) -> None:
+        pass
+
+    def room_closed(self, record: RoomClosed) -> None:
+        pass
