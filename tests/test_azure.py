@@ -235,7 +235,7 @@ async def test_tool_call_round_trip_through_the_receptionist(tmp_path: Any) -> N
         assert kinds.index("conversation.item.create", kinds.index("response.create")) < (
             len(kinds) - 1 - kinds[::-1].index("response.create")
         )
-        conversation = server.app.rooms["azure"].conversation
+        conversation = server.app.rooms["azure"].session.conversation
         assert conversation.statistics().tool_calls == 1
 
 

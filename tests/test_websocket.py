@@ -15,7 +15,7 @@ import trio
 
 from voice_trio.app import VoiceTrioApp
 from voice_trio.providers import Brain
-from voice_trio.room import Room
+from voice_trio.session import Session
 
 from .support import RawClient, frame, running_server, tone
 
@@ -251,7 +251,7 @@ async def test_a_burst_of_queued_events_arrives_whole_and_in_order() -> None:
 class _BuggyApp(VoiceTrioApp):
     """A deployment whose brain factory has a bug for one room."""
 
-    def make_brain(self, room: Room) -> Brain:
+    def make_brain(self, room: Session) -> Brain:
         if room.session_id == "buggy":
             raise RuntimeError("a bug in make_brain")
         return super().make_brain(room)

@@ -35,13 +35,15 @@ from .agent import Graph, build_receptionist
 from .cluster import Cluster, default_instance_id
 from .config import ConfigError, Settings, default_db_path
 from .metrics import Histogram, ServerMetrics
-from .providers import Brain, EchoBrain, Voice
+from .providers import Brain, EchoBrain, SessionOptions, Voice
 from .providers.azure_realtime import AzureRealtimeBrain
 from .providers.breaker import CircuitBreaker
 from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
+from .record import NullRecorder, Recorder
 from .room import CloseCode, Room
 from .security import HandshakeGuard, Refusal, header_map, refusal_headers, session_id_of
+from .session import Session
 from .transport import ASGITransport, Transport
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
@@ -72,6 +74,8 @@ class VoiceTrioApp:
         #: The process's Cartesia sockets (VOICE_TTS=cartesia), shared by all rooms.
         self.cartesia: CartesiaPool | None = None
         self.metrics = ServerMetrics()
+        #: Where rooms hand their records (transcripts, jobs, analytics; issue #14).
+        self.recorder: Recorder = NullRecorder()
         self.rooms: dict[str, Room] = {}
         self.shutting_down = False
         self._guard: HandshakeGuard | None = None
@@ -81,9 +85,9 @@ class VoiceTrioApp:
         #: Presence and the cross-instance kick in Redis (REDIS_URL; None: one instance).
         self.cluster: Cluster | None = None
         self.metrics.rooms_open = lambda: len(self.rooms)
-        self.metrics.upstreams_live = lambda: sum(r.upstream_live for r in self.rooms.values())
+        self.metrics.upstreams_live = lambda: sum(r.upstream.live for r in self.rooms.values())
         self.metrics.outbox_depth_max = lambda: max(
-            (r.outbox_depth for r in self.rooms.values()), default=0
+            (r.outbox.depth for r in self.rooms.values()), default=0
         )
         #: One breaker per provider for the whole process, shared by every room (issue #10).
         self.azure_breaker = CircuitBreaker("azure", errors=self.metrics.upstream_errors)
@@ -108,59 +112,67 @@ class VoiceTrioApp:
             self._settings = Settings.from_env()
         return self._settings
 
-    def make_brain(self, room: Room) -> Brain:
+    def make_brain(self, session: Session) -> Brain:
         settings = self.settings
         brain = settings.brain
         if brain == "echo":
-            return EchoBrain(room.options)
+            return EchoBrain(session.options)
         if brain == "azure":
-            self.make_responder(room)  # the room's conversation: instructions, tools
+            self.make_responder(session)  # the session's conversation: instructions, tools
             return AzureRealtimeBrain(
-                room.options,
+                session.options,
                 endpoint=settings.azure_openai_endpoint,
                 api_key=settings.azure_openai_api_key,
                 deployment=settings.azure_openai_deployment,
                 api_version=settings.azure_openai_api_version or None,
-                conversation=room.conversation,
+                conversation=session.conversation,
                 output="audio" if settings.voice == "none" else "text",
                 voice=settings.azure_voice,
                 session_max_s=settings.azure_session_max_s,
                 breaker=self.azure_breaker,
                 stall_timeout_s=settings.azure_stall_timeout_s,
             )
-        first = room.conversation is None
+        first = session.conversation is None
         return LocalBrain(
-            room.options,
+            session.options,
             speech=self._require_speech(),
-            responder=self.make_responder(room),
+            responder=self.make_responder(session),
             greet=first and settings.agent_greeting,
             end_silence_ms=settings.vad_end_silence_ms,
             partial_interval_s=settings.asr_partial_interval_s,
         )
 
-    def make_voice(self, room: Room) -> Voice | None:
+    def make_voice(self, session: Session) -> Voice | None:
         settings = self.settings
         if settings.voice == "local":
-            return LocalVoice(self._require_speech(), room.options)
+            return LocalVoice(self._require_speech(), session.options)
         if settings.voice == "cartesia":
             if self.cartesia is None:
                 raise RuntimeError("the Cartesia pool is not running")
             return CartesiaVoice(
                 self.cartesia,
-                room.options,
+                session.options,
                 voice_id=settings.cartesia_voice_id,
                 model=settings.cartesia_model,
             )
         return None
 
-    def make_responder(self, room: Room) -> Responder:
-        """The room's conversation on the agent graph (kept across upstream restarts)."""
-        if room.conversation is None:
+    def make_responder(self, session: Session) -> Responder:
+        """The session's conversation on the agent graph (kept across upstream restarts)."""
+        if session.conversation is None:
             if self.agent is None:
                 raise RuntimeError("the agent graph is not loaded")
-            room.conversation = self.agent.conversation(session_id=room.session_id)
-        responder: Responder = room.conversation
+            session.conversation = self.agent.conversation(session_id=session.session_id)
+        responder: Responder = session.conversation
         return responder
+
+    @property
+    def brain_input_rates(self) -> frozenset[int]:
+        """The input rates the configured brain takes as they are."""
+        brain = self.settings.brain
+        if brain == "local":
+            return LocalBrain.input_rates
+        return AzureRealtimeBrain.input_rates if brain == "azure" else EchoBrain.input_rates
 
     def _require_speech(self) -> LocalSpeech:
         if self.speech is None:
@@ -373,13 +385,16 @@ class VoiceTrioApp:
                 CloseCode.TRY_AGAIN_LATER, f"server full ({self.settings.max_sessions} rooms)"
             )
             return
+        settings = self.settings
         room = Room(
-            session_id=session_id,
-            settings=self.settings,
+            session=Session(session_id, SessionOptions(language=settings.voice_language)),
+            settings=settings,
             metrics=self.metrics,
             make_brain=self.make_brain,
             make_voice=self.make_voice,
             transport=transport,
+            brain_rates=self.brain_input_rates,
+            recorder=self.recorder,
         )
         self.rooms[session_id] = room
         cluster, claim = self.cluster, 0

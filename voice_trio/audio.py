@@ -68,6 +68,11 @@ class Chunker:
         del self._buf[:whole]
         return [view[i : i + size] for i in range(0, whole, size)]
 
+    @property
+    def pending(self) -> int:
+        """Bytes held back, waiting for a whole chunk."""
+        return len(self._buf)
+
     def flush(self) -> bytes:
         """What is left (shorter than a chunk), and forget it."""
         rest = bytes(self._buf)

@@ -1,0 +1,151 @@
+"""The minutes of a room: what it hands the app's :class:`~voice_trio.record.Recorder`.
+
+The room opening and closing (with its usage for billing), each finished user
+turn, each response as the user heard it, each error. Times are wall-clock; a
+recorder only enqueues, so none of this waits.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Literal
+
+import trio
+
+from ..config import OUTPUT_SAMPLE_RATE, Settings
+from ..record import (
+    AssistantTurn,
+    ErrorRecord,
+    Recorder,
+    RoomClosed,
+    RoomOpened,
+    Usage,
+    UserTurn,
+)
+
+if TYPE_CHECKING:
+    from .turn import RoomTurn
+
+__all__ = ["Minutes"]
+
+#: The close code recorded when the client closed the room (RFC 6455: no status here).
+CLOSED_BY_CLIENT = 1005
+
+
+class Minutes:
+    """A room's records, and the counts its usage is made of."""
+
+    __slots__ = (
+        "session_id", "recorder", "opened_at", "audio_in_s", "user_turns", "responses",
+        "interrupts", "_settings", "_speech_started_at",
+    )  # fmt: skip
+
+    def __init__(self, session_id: str, settings: Settings, recorder: Recorder) -> None:
+        self.session_id = session_id
+        self.recorder = recorder
+        self.opened_at = trio.current_time()
+        #: Seconds of the user's audio the room took (at whatever rate it came).
+        self.audio_in_s = 0.0
+        self.user_turns = self.responses = self.interrupts = 0
+        self._settings = settings
+        self._speech_started_at: float | None = None
+
+    def opened(self) -> None:
+        settings = self._settings
+        self.recorder.room_opened(
+            RoomOpened(
+                session_id=self.session_id,
+                instance_id=settings.instance_id,
+                at=time.time(),
+                brain=settings.brain,
+                voice=settings.voice,
+            )
+        )
+
+    def closed(self, code: int | None, reason: str, audio_out_bytes: int) -> None:
+        settings = self._settings
+        duration = round(trio.current_time() - self.opened_at, 3)
+        if code is None:  # the client closed it
+            code, reason = CLOSED_BY_CLIENT, "closed by the client"
+        usage = Usage(
+            audio_in_s=round(self.audio_in_s, 3),
+            audio_out_s=round(audio_out_bytes / (2 * OUTPUT_SAMPLE_RATE), 3),
+            user_turns=self.user_turns,
+            responses=self.responses,
+            interrupts=self.interrupts,
+            brain=settings.brain,
+            voice=settings.voice,
+            duration_s=duration,
+        )
+        self.recorder.room_closed(
+            RoomClosed(
+                session_id=self.session_id,
+                instance_id=settings.instance_id,
+                at=time.time(),
+                duration_s=duration,
+                close_code=code,
+                reason=reason,
+                usage=usage,
+            )
+        )
+
+    def speech_started(self) -> None:
+        self._speech_started_at = trio.current_time()
+
+    def user_turn(self, text: str, source: Literal["voice", "text"]) -> None:
+        self.user_turns += 1
+        started, self._speech_started_at = self._speech_started_at, None
+        now, wall = trio.current_time(), time.time()
+        self.recorder.user_turn(
+            UserTurn(
+                session_id=self.session_id,
+                text=text,
+                source=source,
+                started_at=None if started is None else wall - (now - started),
+                ended_at=wall,
+            )
+        )
+
+    def response(self, turn: RoomTurn, heard_ms: int | None = None) -> None:
+        """A response ended, heard whole (``heard_ms`` None) or cut at ``heard_ms``."""
+        self.responses += 1
+        full = "".join(turn.text)
+        sent_ms = turn.sent_ms
+        heard = sent_ms if heard_ms is None else heard_ms
+        now, wall = trio.current_time(), time.time()
+        self.recorder.assistant_turn(
+            AssistantTurn(
+                session_id=self.session_id,
+                response_id=turn.response_id,
+                text=full if heard_ms is None else text_heard(full, heard, turn),
+                full_text=full,
+                status=turn.status,
+                started_at=wall - (now - turn.started_at),
+                ended_at=wall,
+                audio_ms=sent_ms,
+                heard_ms=heard,
+                ttfa_ms=turn.ttfa_ms,
+            )
+        )
+
+    def error(self, code: str, *, fatal: bool) -> None:
+        self.recorder.error(
+            ErrorRecord(session_id=self.session_id, code=code, at=time.time(), fatal=fatal)
+        )
+
+
+def text_heard(text: str, heard_ms: int, turn: RoomTurn) -> str:
+    """The words of ``text`` the user heard: its share of the audio made so far, by words.
+
+    The audio queued so far speaks a prefix of the text (all of it once the voice
+    is done); the share of it that was played is taken, cut at a word boundary.
+    """
+    if not text or heard_ms <= 0:
+        return ""
+    made_ms = max(turn.queued_bytes * 1000 // (2 * OUTPUT_SAMPLE_RATE), turn.sent_ms, 1)
+    share = heard_ms / made_ms
+    if share >= 1.0:
+        return text
+    cut = int(len(text) * share)
+    space = text.rfind(" ", 0, cut + 1)
+    return text[: space if space > 0 else cut].rstrip()

@@ -1,0 +1,251 @@
+"""One assistant response in a room: its state, its audio's bookkeeping, its voice.
+
+A turn goes ``OPEN`` (the brain is still producing it) -> ``FINISHING`` (the brain
+is done; its voice is still speaking the text) -> ``DONE`` (``response.done`` is
+queued), or from either of the first two to ``CUT`` (interrupted, or its upstream
+went away). :meth:`RoomTurn.cut` is the one way to cut it, and it returns the
+events that close it; the turn owns its byte counters (queued, sent) and its
+clock (when the client started playing it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from .. import protocol as p
+from ..audio import Chunker
+from ..config import OUTPUT_SAMPLE_RATE
+from ..providers.base import Voice
+
+if TYPE_CHECKING:
+    from .room import Room
+
+__all__ = ["RoomTurn", "TurnState"]
+
+# Text deltas waiting for the voice of one turn.
+_VOICE_TEXT_MAX = 256
+
+
+class TurnState(enum.Enum):
+    OPEN = "open"
+    FINISHING = "finishing"
+    DONE = "done"
+    CUT = "cut"
+
+
+class RoomTurn:
+    """One assistant response. Brains and voices see it as ``providers.Turn``.
+
+    With a voice, the text deltas stream into the voice inside this turn's cancel
+    scope, and the response completes when the voice has spoken the last of it.
+    """
+
+    __slots__ = (
+        "room",
+        "response_id",
+        "epoch",
+        "scope",
+        "state",
+        "status",
+        "chunker",
+        "text",
+        "queued_bytes",
+        "sent_bytes",
+        "reply_to",
+        "started_at",
+        "first_sent_at",
+        "ttfa_ms",
+        "voice_done",
+        "_voice_tx",
+        "_flush_armed",
+        "_held_since",
+    )
+
+    def __init__(self, room: Room, response_id: str, reply_to: float | None) -> None:
+        self.room = room
+        self.response_id = response_id
+        self.epoch = room.outbox.epoch
+        self.scope = trio.CancelScope()
+        self.state = TurnState.OPEN
+        #: The status its ``response.done`` carries.
+        self.status: Literal["completed", "interrupted"] = "completed"
+        self.chunker = Chunker(room.settings.ws_tts_chunk_bytes)
+        self.text: list[str] = []
+        self.queued_bytes = 0
+        self.sent_bytes = 0
+        #: When the user's turn this response answers ended (for time to first audio).
+        self.reply_to = reply_to
+        self.started_at = trio.current_time()
+        #: When the client starts playing this response's audio (by the clock): when its
+        #: first audio was sent, or when the audio of responses before it ends.
+        self.first_sent_at: float | None = None
+        self.ttfa_ms: float | None = None
+        #: Set once the voice has finished with this turn (None: no voice yet).
+        self.voice_done: trio.Event | None = None
+        self._voice_tx: trio.MemorySendChannel[str] | None = None
+        self._flush_armed = False
+        self._held_since = 0.0
+
+    @property
+    def closed(self) -> bool:
+        """The brain may add nothing more to it."""
+        return self.state is not TurnState.OPEN
+
+    @property
+    def ended(self) -> bool:
+        """Its closing events are queued (done or cut)."""
+        return self.state is TurnState.DONE or self.state is TurnState.CUT
+
+    @property
+    def sent_ms(self) -> int:
+        return self.sent_bytes * 1000 // (2 * OUTPUT_SAMPLE_RATE)
+
+    @property
+    def speaking(self) -> bool:
+        """Open, voicing, with audio still queued, or (by the clock) still playing."""
+        state = self.state
+        if state is TurnState.CUT:
+            return False
+        return (
+            state is TurnState.OPEN
+            or (self.voice_done is not None and not self.voice_done.is_set())
+            or self.sent_bytes < self.queued_bytes
+            or self.played_ms_estimate() < self.sent_ms
+        )
+
+    def played_ms_estimate(self) -> int:
+        """What the client has played of it so far, if it plays in real time in order."""
+        if self.first_sent_at is None:
+            return 0
+        elapsed = int((trio.current_time() - self.first_sent_at) * 1000)
+        return max(0, min(elapsed, self.sent_ms))
+
+    # ------------------------------------------------------------ the brain's side
+
+    async def text_delta(self, delta: str) -> None:
+        if self.state is not TurnState.OPEN or not delta:
+            return
+        self.text.append(delta)
+        room = self.room
+        room.touch()
+        room.outbox.put_droppable(p.ResponseTextDelta(response_id=self.response_id, delta=delta))
+        voice = room.upstream.voice
+        if voice is not None:
+            if self._voice_tx is None:
+                self._start_voice(voice)
+            assert self._voice_tx is not None
+            with contextlib.suppress(trio.BrokenResourceError):  # cut by an interrupt
+                await self._voice_tx.send(delta)
+
+    async def audio(self, pcm: bytes) -> None:
+        """The brain's own audio (used when the room has no voice)."""
+        if self.state is not TurnState.OPEN or self.room.upstream.voice is not None:
+            return
+        await self._push_audio(pcm)
+
+    async def finish(self) -> None:
+        """No more text or audio from the brain; completes once it is all spoken."""
+        if self.state is not TurnState.OPEN:
+            return
+        self.state = TurnState.FINISHING
+        if self._voice_tx is not None:
+            self._voice_tx.close()  # the voice completes the response when it is done
+            return
+        await self._complete()
+
+    async def abort(self) -> None:
+        """The brain lost the rest of this response (its provider dropped or stalled).
+
+        What was said still goes out (queued audio plays, the voice speaks the
+        text so far), and the response ends with status ``interrupted``.
+        """
+        self.status = "interrupted"
+        await self.finish()
+
+    # ------------------------------------------------------------------ cutting
+
+    def cut(self) -> list[Any]:
+        """Cut it now: its work is cancelled, its audio dropped. The events that close it.
+
+        Empty when it had already ended; else ``response.text.done`` (if it has text)
+        and ``response.done`` with status ``interrupted``.
+        """
+        was_ended = self.ended
+        self.state = TurnState.CUT
+        self.status = "interrupted"
+        self.scope.cancel()
+        self.chunker.clear()
+        return [] if was_ended else self._closing_events()
+
+    # ------------------------------------------------------------------ private
+
+    def _closing_events(self) -> list[Any]:
+        events: list[Any] = []
+        if self.text:
+            events.append(p.ResponseTextDone(response_id=self.response_id, text="".join(self.text)))
+        events.append(p.ResponseDone(response_id=self.response_id, status=self.status))
+        return events
+
+    async def _complete(self) -> None:
+        if self.state is TurnState.CUT:
+            return
+        rest = self.chunker.flush()
+        if rest:
+            await self._queue_audio(rest)
+        self.state = TurnState.DONE
+        await self.room.outbox.put_together(*self._closing_events())
+        self.room.minutes.response(self)
+
+    def _start_voice(self, voice: Voice) -> None:
+        send, receive = trio.open_memory_channel[str](_VOICE_TEXT_MAX)
+        self._voice_tx = send
+        self.voice_done = trio.Event()
+        self.room.upstream.nursery().start_soon(self._run_voice, voice, receive)
+
+    async def _run_voice(self, voice: Voice, text: trio.MemoryReceiveChannel[str]) -> None:
+        assert self.voice_done is not None
+        try:
+            with self.scope, text:
+                await voice.speak(text, self._voice_audio)
+                await self._complete()
+        finally:
+            self.voice_done.set()
+
+    async def _voice_audio(self, pcm: bytes) -> None:
+        if self.state is not TurnState.CUT:
+            await self._push_audio(pcm)
+
+    async def _push_audio(self, pcm: bytes) -> None:
+        self.room.touch()
+        chunker = self.chunker
+        held = chunker.pending
+        chunks = chunker.push(pcm)
+        for chunk in chunks:
+            await self._queue_audio(chunk)
+        if chunker.pending and (chunks or not held):
+            # What is held now arrived now: no audio waits there longer than a chunk's duration.
+            self._held_since = trio.current_time()
+            if not self._flush_armed:
+                self._flush_armed = True
+                self.room.upstream.nursery().start_soon(self._flush_later)
+
+    async def _flush_later(self) -> None:
+        chunk_s = self.chunker.size / (2 * OUTPUT_SAMPLE_RATE)
+        try:
+            while self.chunker.pending and not self.ended:
+                due = self._held_since + chunk_s
+                if trio.current_time() < due:
+                    await trio.sleep_until(due)
+                elif self.chunker.pending:
+                    # Nothing came to fill it for a chunk's duration: send it as it is.
+                    await self._queue_audio(self.chunker.flush())
+        finally:
+            self._flush_armed = False
+
+    async def _queue_audio(self, chunk: bytes) -> None:
+        self.queued_bytes += len(chunk)
+        await self.room.outbox.put_audio(chunk, self)
