@@ -86,7 +86,7 @@ def pcm16_to_float32(audio: Audio) -> Float32Array:
 
 
 class Resampler:
-    """Streaming PCM resampler for one room (default 24 kHz PCM16 -> 16 kHz float32).
+    """Streaming PCM resampler for one room's client rate (default 24 kHz -> 16 kHz float32).
 
     Keeps filter state between frames (a ``soxr.ResampleStream``), so frame edges do not
     click; ~20 us per 100 ms frame. Measured RSS per stream: ~74 KB at ``"HQ"`` or
