@@ -65,14 +65,17 @@ class Conversation:
                     return event
             await self._changed.wait()
 
-    async def speak(self, pcm: bytes, *, before_s: float = 0.5, after_s: float = 1.0) -> None:
-        """Send speech at real-time pace, with silence before and after."""
-        audio = bytes(int(before_s * 10) * FRAME) + pcm + bytes(int(after_s * 10) * FRAME)
-        audio += bytes(-len(audio) % FRAME)
+    async def speak(
+        self, pcm: bytes, *, before_s: float = 0.5, after_s: float = 1.0, rate: int = 24_000
+    ) -> None:
+        """Send speech (PCM16 at ``rate``) at real-time pace, with silence around it."""
+        frame = rate // 10 * 2  # 100 ms
+        audio = bytes(int(before_s * 10) * frame) + pcm + bytes(int(after_s * 10) * frame)
+        audio += bytes(-len(audio) % frame)
         start = trio.current_time()
-        for i in range(0, len(audio), FRAME):
-            await trio.sleep_until(start + i / FRAME * 0.1)
-            await self.client.send_audio(audio[i : i + FRAME])
+        for i in range(0, len(audio), frame):
+            await trio.sleep_until(start + i / frame * 0.1)
+            await self.client.send_audio(audio[i : i + frame])
 
     def kinds(self, after: int = 0) -> list[str]:
         return [e["type"] for e in self.events[after:] if e["type"] != "metrics"]
@@ -163,6 +166,26 @@ async def test_spoken_turn_is_heard_transcribed_and_answered(local_speech, tmp_p
             assert_speech(bytes(talk.audio[done["response_id"]]), min_seconds=1)
             # The reply is timed from the end of the user's turn.
             assert await server.metric("voice_trio_time_to_first_audio_seconds_count") == 1
+
+
+async def test_a_16_khz_client_is_heard_and_answered(local_speech, tmp_path, tts) -> None:
+    sentence = "Xin chào, tôi muốn đặt lịch hẹn vào thứ hai lúc mười giờ."
+    speech = soxr.resample(
+        np.frombuffer(await tts.synthesize(sentence), dtype="<i2"), 24_000, 16_000, quality="HQ"
+    ).tobytes()
+    with trio.fail_after(120):
+        async with local_room(
+            local_speech, tmp_path / "e.sqlite3", "narrowband", agent_greeting=False
+        ) as (server, talk):
+            await talk.client.send_json(type="session.config", input_sample_rate=16_000)
+            ready = await talk.wait_for("session.ready", input_sample_rate=16_000)
+            assert ready["brain"] == "local"
+            await talk.speak(speech, before_s=1.0, after_s=1.5, rate=16_000)
+            final = await talk.wait_for("input.transcript", final=True)
+            check_heard(final["text"], sentence)
+            done = await talk.wait_for("response.done", after=talk.events.index(final))
+            assert done["status"] == "completed"
+            assert_speech(bytes(talk.audio[done["response_id"]]), min_seconds=1)
 
 
 async def test_speaking_over_the_agent_interrupts_it(local_speech, tmp_path, tts) -> None:
