@@ -6,6 +6,7 @@ import unicodedata
 
 import pytest
 
+from voice_trio.errors import ConfigError
 from voice_trio.speech.textcut import ClauseCutter, split_clauses
 
 TEXT = (
@@ -92,3 +93,9 @@ def test_a_clause_is_released_once_the_next_character_decides() -> None:
     assert cutter.feed("Giá là 3.") == []  # "3." may still become "3.5"
     assert cutter.feed("5 triệu. Cả") == ["Giá là 3.5 triệu."]
     assert cutter.flush() == ["Cả"]
+
+
+@pytest.mark.parametrize("kwargs", [{"max_chars": 0}, {"comma_min_chars": -1}])
+def test_bad_limits_are_refused(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        ClauseCutter(**kwargs)

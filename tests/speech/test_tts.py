@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from voice_trio.errors import ConfigError
 from voice_trio.speech.tts import (
     VIETNAMESE_VOICES,
     EspeakNotFoundError,
@@ -149,5 +150,10 @@ def test_missing_espeak_names_the_debian_package() -> None:
     [{"voice": "-x"}, {"voice": "vi vn"}, {"speed_wpm": 10}, {"pitch": 100}, {"amplitude": -1}],
 )
 def test_bad_options_are_refused(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         EspeakOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_bad_chunk_size_is_refused() -> None:
+    with pytest.raises(ConfigError, match="positive even number"):
+        EspeakTts(chunk_bytes=9601)

@@ -7,6 +7,7 @@ import onnxruntime  # type: ignore[import-untyped]
 import pytest
 import trio
 
+from voice_trio.errors import ConfigError
 from voice_trio.speech.vad import (
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,
@@ -211,5 +212,5 @@ def test_bad_audio_is_refused() -> None:
     stream_input = b"\x00\x01\x02"
     with pytest.raises(ValueError, match="even number of bytes"):
         Resampler().process(stream_input)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         VadConfig(start_threshold=0.3, end_threshold=0.5)

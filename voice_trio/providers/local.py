@@ -1,7 +1,9 @@
 """The embedded offline brain and voice (``VOICE_BRAIN=local``, ``VOICE_TTS=local``).
 
-Hearing: room audio (24 kHz) is resampled to 16 kHz and fed to the process's
-shared Silero VAD (batched across rooms); speech start is a barge-in, speech
+Hearing: the client's audio comes at its own rate (every supported rate is in
+:attr:`LocalBrain.input_rates`, so the room does not resample it); 16 kHz goes
+to the process's shared Silero VAD (batched across rooms) as it is, any other
+rate is resampled to 16 kHz once, here. Speech start is a barge-in, speech
 stop (or the client's ``commit_audio``) ends the user's turn. Whisper base
 transcribes the turn in a worker thread behind one process-wide, fair,
 bounded queue; long speech gets partial transcripts.
@@ -21,21 +23,23 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
 import numpy as np
 import trio
 
-from ..config import OUTPUT_SAMPLE_RATE
-from .base import BrainEvents, ProviderError, SessionOptions
+from ..config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES
+from ..errors import ProviderError
+from .base import BrainEvents, SessionOptions
 from .breaker import Attempt, CircuitBreaker, CircuitOpen
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..speech.asr import Recognizer
-    from ..speech.tts import EspeakTts
-    from ..speech.vad import SileroVad, VadBatcher
+    from ..speech.tts import EspeakOptions, EspeakTts
+    from ..speech.vad import Float32Array, Resampler, SileroVad, VadBatcher
 
 __all__ = ["LocalBrain", "LocalSpeech", "LocalVoice", "Responder"]
 
@@ -219,7 +223,7 @@ class LocalVoice:
             await stream.aclose()
 
 
-def _espeak_options(speech: LocalSpeech, options: SessionOptions) -> Any:
+def _espeak_options(speech: LocalSpeech, options: SessionOptions) -> EspeakOptions:
     from ..speech.tts import VIETNAMESE_VOICES
 
     base = speech.tts.options
@@ -230,15 +234,39 @@ def _espeak_options(speech: LocalSpeech, options: SessionOptions) -> Any:
     return base
 
 
-# Jobs for the brain's one deciding task, in order.
-_PARTIAL, _FINAL, _TEXT = 0, 1, 2
+# The jobs of the brain's one deciding task: one channel, in order, dispatched by type.
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """The audio so far of turn ``turn_no``, for a partial transcript (skippable)."""
+
+    turn_no: int
+    audio: Float32Array
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """A whole spoken turn, to transcribe and answer."""
+
+    audio: Float32Array
+
+
+@dataclass(frozen=True, slots=True)
+class TypedText:
+    """A typed user turn, answered as it is."""
+
+    text: str
+
+
+_Job = Partial | Final | TypedText
 
 
 class LocalBrain:
     """One room's embedded conversation session."""
 
     name = "local"
-    input_rates = frozenset({OUTPUT_SAMPLE_RATE})
+    #: Every client rate as it is: 16 kHz goes to the VAD untouched, the others
+    #: are resampled to 16 kHz once, here (the room resamples none of them).
+    input_rates = frozenset(SUPPORTED_INPUT_RATES)
 
     def __init__(
         self,
@@ -251,23 +279,25 @@ class LocalBrain:
         partial_interval_s: float = 1.5,
     ) -> None:
         from ..speech.asr import Utterance
-        from ..speech.vad import Resampler, VadConfig, VadStream
+        from ..speech.vad import VadConfig, VadStream
 
         self.options = options
         self._speech = speech
         self._responder = responder
         self._greet = greet
-        self._resampler = Resampler(24_000, _SAMPLE_RATE)
+        # Made for the first audio at a rate other than 16 kHz (none for a 16 kHz
+        # client); replaced, tail flushed, when the rate changes.
+        self._resampler: Resampler | None = None
         self._vad = VadStream(speech.vad_model, VadConfig(end_silence_ms=end_silence_ms))
         self._utterance = Utterance(
             speech.recognizer, language=options.language, partial_interval_s=partial_interval_s
         )
         self._heard = 0  # 16 kHz samples fed to the VAD so far
         # Recent audio, so the turn starts where the VAD says speech began.
-        self._recent: collections.deque[tuple[int, np.ndarray[Any, Any]]] = collections.deque()
+        self._recent: collections.deque[tuple[int, Float32Array]] = collections.deque()
         self._in_speech = False
         self._turn_no = 0
-        self._jobs_tx, self._jobs_rx = trio.open_memory_channel[tuple[int, int, Any]](8)
+        self._jobs_tx, self._jobs_rx = trio.open_memory_channel[_Job](8)
         self._events: BrainEvents | None = None
 
     async def run(
@@ -277,35 +307,41 @@ class LocalBrain:
         task_status.started()
         if self._greet:
             await self._say(events, self._responder.greeting(), reply=False)
-        async for kind, turn_no, payload in self._jobs_rx:
-            await self._decide(events, kind, turn_no, payload)
+        async for job in self._jobs_rx:
+            match job:
+                case Partial():
+                    await self._partial(events, job)
+                case Final(audio=audio):
+                    text = await self._final(events, audio)
+                    if text:
+                        await self._say(events, await self._responder.respond(text))
+                case TypedText(text=text):
+                    await self._say(events, await self._responder.respond(text))
+                case _:
+                    assert_never(job)
 
-    async def _decide(self, events: BrainEvents, kind: int, turn_no: int, payload: Any) -> None:
-        language = self.options.language
-        if kind == _PARTIAL:
-            if turn_no != self._turn_no or not self._in_speech:
-                return  # that turn is over; its final is coming
-            if self._speech.asr_limiter.statistics().tasks_waiting:
-                return  # partials are skipped while others wait for recognition
-            try:
-                text = await self._speech.transcribe(payload, language=language)
-            except ProviderError:
-                return  # a partial is only a courtesy
-            if text and turn_no == self._turn_no and self._in_speech:
-                await events.transcript(text, final=False)
-            return
-        if kind == _FINAL:
-            try:
-                text = await self._speech.transcribe(payload, language=language)
-            except ProviderError as exc:
-                await events.error(exc.code, exc.message)
-                return
-            if not text:
-                return  # noise, a cough: nothing to answer
+    async def _partial(self, events: BrainEvents, job: Partial) -> None:
+        if job.turn_no != self._turn_no or not self._in_speech:
+            return  # that turn is over; its final is coming
+        if self._speech.asr_limiter.statistics().tasks_waiting:
+            return  # partials are skipped while others wait for recognition
+        try:
+            text = await self._speech.transcribe(job.audio, language=self.options.language)
+        except ProviderError:
+            return  # a partial is only a courtesy
+        if text and job.turn_no == self._turn_no and self._in_speech:
+            await events.transcript(text, final=False)
+
+    async def _final(self, events: BrainEvents, audio: Float32Array) -> str:
+        """The turn's transcript, sent to the client; empty for noise or a failure."""
+        try:
+            text = await self._speech.transcribe(audio, language=self.options.language)
+        except ProviderError as exc:
+            await events.error(exc.code, exc.message)
+            return ""
+        if text:  # nothing for noise, a cough
             await events.transcript(text, final=True)
-        else:
-            text = payload
-        await self._say(events, await self._responder.respond(text))
+        return text
 
     async def _say(self, events: BrainEvents, text: str, *, reply: bool = True) -> None:
         if text:
@@ -316,10 +352,8 @@ class LocalBrain:
     # ------------------------------------------------------------ room -> brain
 
     async def send_audio(self, pcm: bytes, *, rate: int = OUTPUT_SAMPLE_RATE) -> None:
-        from ..speech.vad import pcm16_to_float32
-
         events = self._require_events()
-        samples = self._resampler.process(pcm16_to_float32(pcm))
+        samples = self._to_16k(pcm, rate)
         if not len(samples):
             return
         start = self._heard
@@ -343,9 +377,30 @@ class LocalBrain:
         if self._in_speech and not any(e.kind == "speech_started" for e in result.events):
             self._utterance.append(samples)
             if self._utterance.partial_due() and self._utterance.seconds >= 2.0:
-                self._offer(_PARTIAL, self._utterance.take_partial())
+                self._offer(Partial(self._turn_no, self._utterance.take_partial()))
 
-    def _since(self, sample: int) -> np.ndarray[Any, Any]:
+    def _to_16k(self, pcm: bytes, rate: int) -> Float32Array:
+        """The frame as 16 kHz float32: as it is at 16 kHz, else through this rate's resampler.
+
+        A rate change (a new ``session.config``) flushes the old filter's tail and
+        starts afresh: one stream's filter state is never applied to another rate.
+        """
+        from ..speech.vad import Resampler, pcm16_to_float32
+
+        resampler = self._resampler
+        tail = None
+        if resampler is not None and resampler.in_rate != rate:
+            tail = resampler.process(b"", last=True)
+            resampler = self._resampler = None
+        if rate == _SAMPLE_RATE:
+            samples = pcm16_to_float32(pcm)
+        else:
+            if resampler is None:
+                resampler = self._resampler = Resampler(rate, _SAMPLE_RATE)
+            samples = resampler.process(pcm)
+        return samples if tail is None or not len(tail) else np.concatenate([tail, samples])
+
+    def _since(self, sample: int) -> Float32Array:
         parts = []
         for start, chunk in self._recent:
             end = start + len(chunk)
@@ -354,9 +409,9 @@ class LocalBrain:
             parts.append(chunk[max(0, sample - start) :])
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def _offer(self, kind: int, payload: Any) -> None:
+    def _offer(self, job: Partial) -> None:
         try:
-            self._jobs_tx.send_nowait((kind, self._turn_no, payload))
+            self._jobs_tx.send_nowait(job)
         except trio.WouldBlock:
             pass  # a partial is skipped when the decider is behind
 
@@ -367,18 +422,18 @@ class LocalBrain:
         audio = self._utterance.audio().copy()
         self._utterance.reset()
         await events.speech_stopped()
-        await self._jobs_tx.send((_FINAL, self._turn_no, audio))
+        await self._jobs_tx.send(Final(audio))
 
     async def commit_audio(self) -> None:
         events = self._require_events()
         if self._in_speech:
             await self._end_turn(events)
         elif self._utterance.seconds:
-            await self._jobs_tx.send((_FINAL, self._turn_no, self._utterance.audio().copy()))
+            await self._jobs_tx.send(Final(self._utterance.audio().copy()))
             self._utterance.reset()
 
     async def send_text(self, text: str) -> None:
-        await self._jobs_tx.send((_TEXT, self._turn_no, text))
+        await self._jobs_tx.send(TypedText(text))
 
     async def cancel_response(self, response_id: str, *, played_ms: int) -> None:
         pass  # the reply was local text: nothing upstream to truncate

@@ -4,7 +4,7 @@
   :class:`Recognizer` (one per process), :class:`Utterance` (one per room's turn).
 - :mod:`.vad`: Silero VAD v6, one shared ONNX session (:class:`SileroVad`), per-room
   :class:`VadStream`, cross-room batching (:func:`feed_many`, :class:`VadBatcher`),
-  and the 24 -> 16 kHz :class:`Resampler`.
+  and the streaming :class:`Resampler` to 16 kHz (one per room and client rate).
 - :mod:`.tts`: :class:`EspeakTts`, streamed clause-by-clause eSpeak NG (a separate
   GPL program, run as a subprocess).
 - :mod:`.textcut`: the clause cutter the TTS uses.

@@ -56,7 +56,11 @@ _STALE_TMP_S = 3600.0
 
 
 class ModelAssemblyError(VoiceTrioError):
-    """The Whisper model could not be found in the installed packages or assembled."""
+    """An embedded model could not be found in the installed packages, assembled or read.
+
+    The Whisper model (assembled from its two packages), or the Silero VAD graph
+    that faster-whisper ships.
+    """
 
 
 class RecognizerError(VoiceTrioError):

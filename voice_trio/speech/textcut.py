@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from ..errors import ConfigError
+
 __all__ = ["ClauseCutter", "split_clauses"]
 
 _STRONG = frozenset(".!?;:…。！？；：")
@@ -102,7 +104,7 @@ class ClauseCutter:
 
     def __init__(self, *, comma_min_chars: int = 30, max_chars: int = 200) -> None:
         if max_chars < 1 or comma_min_chars < 0:
-            raise ValueError("max_chars must be >= 1 and comma_min_chars >= 0")
+            raise ConfigError("max_chars must be >= 1 and comma_min_chars >= 0")
         self.comma_min_chars = comma_min_chars
         self.max_chars = max_chars
         self._buf = ""

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import soxr  # type: ignore[import-untyped]
 import trio
 
-from ..errors import VoiceTrioError
+from ..errors import ConfigError, VoiceTrioError
 from .textcut import ClauseCutter
 
 __all__ = [
@@ -64,7 +64,7 @@ class EspeakOptions:
 
     def __post_init__(self) -> None:
         if not _VOICE_NAME.fullmatch(self.voice):
-            raise ValueError(f"invalid eSpeak voice name {self.voice!r}")
+            raise ConfigError(f"invalid eSpeak voice name {self.voice!r}")
         for name, low, high in (
             ("speed_wpm", 80, 450),
             ("pitch", 0, 99),
@@ -73,7 +73,7 @@ class EspeakOptions:
         ):
             value = getattr(self, name)
             if not low <= value <= high:
-                raise ValueError(f"EspeakOptions.{name} must be within {low}..{high}, got {value}")
+                raise ConfigError(f"EspeakOptions.{name} must be within {low}..{high}, got {value}")
 
     def arguments(self) -> list[str]:
         return ["-v", self.voice, "-s", str(self.speed_wpm), "-p", str(self.pitch),
@@ -176,7 +176,7 @@ class EspeakTts:
         if found is None:
             raise EspeakNotFoundError(f"{executable!r} was not found on PATH; {_DEBIAN_HINT}")
         if chunk_bytes < 2 or chunk_bytes % 2:
-            raise ValueError("chunk_bytes must be a positive even number")
+            raise ConfigError("chunk_bytes must be a positive even number")
         self.executable = found
         self.options = options or EspeakOptions()
         self.sample_rate = sample_rate

@@ -33,6 +33,8 @@ import onnxruntime  # type: ignore[import-untyped]
 import soxr  # type: ignore[import-untyped]
 import trio
 
+from ..errors import ConfigError
+
 __all__ = [
     "CONTEXT_SAMPLES",
     "SAMPLE_RATE",
@@ -84,7 +86,7 @@ def pcm16_to_float32(audio: Audio) -> Float32Array:
 
 
 class Resampler:
-    """Streaming PCM resampler for one room (default 24 kHz PCM16 -> 16 kHz float32).
+    """Streaming PCM resampler for one room's client rate (default 24 kHz -> 16 kHz float32).
 
     Keeps filter state between frames (a ``soxr.ResampleStream``), so frame edges do not
     click; ~20 us per 100 ms frame. Measured RSS per stream: ~74 KB at ``"HQ"`` or
@@ -121,17 +123,19 @@ def _batched_graph(path: Path) -> bytes:
     """Rewrite the Silero graph so its rows are independent streams (batch), not time."""
     import onnx
 
+    from .asr import ModelAssemblyError  # here: asr imports this module
+
     model = onnx.load(str(path))
     graph = model.graph
     lstm_inputs = {n.input[0] for n in graph.node if n.op_type == "LSTM"}
     transposes = [n for n in graph.node if n.op_type == "Transpose" and n.output[0] in lstm_inputs]
     if len(transposes) != 1:
-        raise RuntimeError(
+        raise ModelAssemblyError(
             f"unexpected Silero VAD graph in {path}: cannot find the LSTM input transpose"
         )
     (perm,) = [a for a in transposes[0].attribute if a.name == "perm"]
     if list(perm.ints) != [0, 2, 1]:
-        raise RuntimeError(
+        raise ModelAssemblyError(
             f"unexpected Silero VAD graph in {path}: LSTM input perm {list(perm.ints)}"
         )
     del perm.ints[:]
@@ -243,9 +247,9 @@ class VadConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.end_threshold <= self.start_threshold < 1.0:
-            raise ValueError("VadConfig needs 0 < end_threshold <= start_threshold < 1")
+            raise ConfigError("VadConfig needs 0 < end_threshold <= start_threshold < 1")
         if self.min_speech_ms < 0 or self.end_silence_ms <= 0:
-            raise ValueError("VadConfig durations must be positive")
+            raise ConfigError("VadConfig durations must be positive")
 
 
 @dataclass(frozen=True, slots=True)
