@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import trio
 
-from voice_trio.agent import Graph, build_receptionist
-from voice_trio.agent.receptionist import NO_MATCH, VIETNAM, vietnam_now
+from voice_trio.agent import Graph
+from voice_trio.demo import NO_MATCH, VIETNAM, build_receptionist, vietnam_now
 
 from .helpers import Clock, dialogue, rows, talk
 
