@@ -411,3 +411,22 @@ def test_a_booking_read_back_reads_back() -> None:
 )
 def test_a_name_ends_where_a_spoken_time_begins(text: str, name: str) -> None:
     assert extract_name(text) == name
+
+
+@pytest.mark.parametrize(
+    ("text", "daytime", "expected"),
+    [
+        ("một giờ kém mười lăm", True, (12, 45)),  # quarter to one in an office's day
+        ("một giờ kém mười lăm", False, (0, 45)),
+        ("1 giờ kém 15 trưa", False, (12, 45)),
+        ("1 giờ kém 15 chiều", False, (12, 45)),
+        ("một giờ kém mười lăm sáng", True, (0, 45)),
+        ("12 giờ kém 15 đêm", False, (23, 45)),
+        ("8 giờ kém 5 tối", False, (19, 55)),
+        ("ba giờ kém mười", True, (14, 50)),
+    ],
+)
+def test_to_the_hour_takes_the_period_of_the_hour_said(
+    text: str, daytime: bool, expected: tuple[int, int]
+) -> None:
+    assert parse_time(text, daytime=daytime) == dt.time(*expected)

@@ -537,7 +537,8 @@ def _apply_period(hour: int, period: str | None, daytime: bool) -> int:
 
 
 def _times(utt: Utterance) -> list[tuple[int, int, int, int]]:
-    """Every clock time as (start, end, hour, minute), hour as said (before the period)."""
+    """Every clock time as (start, end, hour, minute), hour as said (before the period),
+    minutes negative for "kém" ("một giờ kém mười lăm": 1, -15)."""
     words = utt.words
     found = []
     i = 0
@@ -555,8 +556,6 @@ def _times(utt: Utterance) -> list[tuple[int, int, int, int]]:
         hour, j = number
         if j < len(words) and utt.word_is(j, *_HOUR_WORDS) and j not in utt.breaks:
             minute, end = _minutes(utt, j + 1)
-            if minute < 0:
-                hour, minute = hour - 1, 60 + minute
             found.append((i, end, hour, minute))
             i = end
             continue
@@ -607,7 +606,10 @@ def parse_time(text: str | Utterance, *, daytime: bool = False) -> dt.time | Non
     if not times:
         return None
     start, end, hour, minute = times[-1]
+    # The period goes with the hour as said: "một giờ kém mười lăm chiều" is 13:00 - 0:15.
     hour = _apply_period(hour, _find_period(utt, start, end), daytime)
+    if minute < 0:
+        hour, minute = (hour - 1) % 24, 60 + minute
     if hour == 24 and minute == 0:
         hour = 0
     if not (0 <= hour <= 23 and 0 <= minute <= 59):
