@@ -14,9 +14,9 @@ from typing import Any
 import trio
 import trio_websocket
 
-from voice_trio.agent import Graph, build_receptionist
-from voice_trio.agent.receptionist import VIETNAM
+from voice_trio.agent import Graph
 from voice_trio.app import VoiceTrioApp
+from voice_trio.demo import VIETNAM, build_receptionist
 from voice_trio.providers.azure_realtime import AzureRealtimeBrain, realtime_url
 
 from .fakes.azure_realtime import FakeAzureRealtime, open_fake_azure, reply_audio

@@ -510,7 +510,7 @@ async def test_a_failing_model_is_a_recognizer_error_then_a_brain_error(
 async def test_a_room_whose_recognizer_fails_says_so_and_goes_on(
     local_speech: LocalSpeech, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from voice_trio.agent import build_receptionist
+    from voice_trio.demo import build_receptionist
     from voice_trio.speech.tts import EspeakTts
 
     from .test_local import Conversation

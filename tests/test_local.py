@@ -19,8 +19,8 @@ import pytest
 import soxr
 import trio
 
-from voice_trio.agent import build_receptionist
 from voice_trio.config import SUPPORTED_INPUT_RATES
+from voice_trio.demo import build_receptionist
 from voice_trio.providers import SessionOptions
 from voice_trio.providers.local import LocalBrain, LocalSpeech
 from voice_trio.speech.tts import EspeakTts

@@ -31,9 +31,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ._hypercorn import adapt_hypercorn
-from .agent import Graph, build_receptionist
+from .agent import Graph
 from .cluster import Cluster, default_instance_id
 from .config import ConfigError, Settings, default_db_path
+from .demo import build_receptionist
 from .metrics import Histogram, ServerMetrics
 from .providers import Brain, EchoBrain, SessionOptions, Voice
 from .providers.azure_realtime import AzureRealtimeBrain

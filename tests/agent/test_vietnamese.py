@@ -284,7 +284,7 @@ def test_format_date() -> None:
 @pytest.mark.parametrize(
     ("hour", "minute", "text"),
     [
-        (10, 30, "10 giờ 30 sáng"),
+        (10, 30, "10 giờ rưỡi sáng"),
         (9, 0, "9 giờ sáng"),
         (9, 5, "9 giờ 5 phút sáng"),
         (12, 0, "12 giờ trưa"),
@@ -319,3 +319,114 @@ def test_format_time_reads_back(hour: int, minute: int) -> None:
 )
 def test_names_that_are_also_words(text: str, name: str) -> None:
     assert extract_name(text) == name
+
+
+# ------------------------------------------------------- spoken days and times, both ways
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("hăm lăm", 25), ("hăm mốt", 21), ("hăm tư", 24), ("ham lam", 25), ("băm mốt", 31)],
+)
+def test_contracted_tens(text: str, number: int) -> None:
+    # "Hăm" and "băm" are "hai mươi" and "ba mươi" said in one syllable.
+    assert parse_number(text) == number
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("chín rưỡi sáng", (9, 30)),  # "giờ" left out, as people say it
+        ("mười rưỡi", (10, 30)),
+        ("hai rưỡi chiều", (14, 30)),
+        ("mười một rưỡi trưa", (11, 30)),
+        ("9 rưỡi sáng mai", (9, 30)),
+    ],
+)
+def test_half_past_without_gio(text: str, expected: tuple[int, int]) -> None:
+    assert parse_time(text, daytime=True) == dt.time(*expected)
+
+
+@pytest.mark.parametrize("text", ["một tháng rưỡi", "hai tiếng rưỡi", "hăm", "ngày rưỡi"])
+def test_half_of_something_else_is_no_time(text: str) -> None:
+    assert parse_time(text, daytime=True) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "day", "time"),
+    [
+        ("chín giờ rưỡi sáng thứ ba", dt.date(2025, 12, 2), (9, 30)),
+        ("chin gio ruoi sang thu ba", dt.date(2025, 12, 2), (9, 30)),
+        ("Chín giờ rưỡi sáng, thứ Ba.", dt.date(2025, 12, 2), (9, 30)),
+        ("9h30 sáng thứ 3", dt.date(2025, 12, 2), (9, 30)),
+        ("Thứ Ba, 9 giờ rưỡi.", dt.date(2025, 12, 2), (9, 30)),
+        ("chín rưỡi sáng thứ ba tuần sau", dt.date(2025, 12, 2), (9, 30)),
+        ("sáng thứ hai lúc tám giờ", dt.date(2025, 12, 1), (8, 0)),
+        ("hai giờ chiều thứ năm tuần sau", dt.date(2025, 12, 4), (14, 0)),
+        ("năm giờ chiều thứ năm", dt.date(2025, 11, 27), (17, 0)),  # five, and Thursday
+        ("thứ năm lúc năm giờ chiều", dt.date(2025, 11, 27), (17, 0)),
+        ("ba giờ chiều mai", dt.date(2025, 11, 26), (15, 0)),
+        ("mười giờ kém mười lăm sáng thứ sáu", dt.date(2025, 11, 28), (9, 45)),
+        ("bốn giờ bốn lăm chiều ngày hăm sáu", dt.date(2025, 11, 26), (16, 45)),
+        ("chín giờ sáng ngày mùng hai tháng mười hai", dt.date(2025, 12, 2), (9, 0)),
+        ("ngày hăm mốt lúc mười rưỡi", dt.date(2025, 12, 21), (10, 30)),  # not "mốt"
+    ],
+)
+def test_a_day_and_a_time_in_one_turn(text: str, day: dt.date, time: tuple[int, int]) -> None:
+    assert parse_day(text, TODAY) == day
+    assert parse_time(text, daytime=True) == dt.time(*time)
+
+
+def test_every_minute_said_reads_back() -> None:
+    # What the agent says, it understands when it is said back to it.
+    for minute_of_day in range(24 * 60):
+        time = dt.time(*divmod(minute_of_day, 60))
+        assert parse_time(format_time(time)) == time, format_time(time)
+
+
+def test_every_day_said_reads_back() -> None:
+    for ahead in range(800):
+        day = TODAY + dt.timedelta(days=ahead)
+        assert parse_day(format_date(day, TODAY), TODAY) == day, format_date(day, TODAY)
+        if ahead < 365:  # without the year: the next such day, which this is
+            assert parse_day(format_date(day), TODAY) == day, format_date(day)
+
+
+def test_a_booking_read_back_reads_back() -> None:
+    # The receptionist's read-back: "9 giờ rưỡi sáng, ngày mai, thứ Tư, ngày 26 tháng 11".
+    for ahead, (hour, minute) in enumerate([(8, 0), (9, 30), (12, 0), (13, 30), (16, 45)]):
+        day, time = TODAY + dt.timedelta(days=ahead * 9), dt.time(hour, minute)
+        said = f"{format_time(time)}, {format_date(day, TODAY)}"
+        assert (parse_day(said, TODAY), parse_time(said)) == (day, time), said
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Đặt lịch cho Phạm Thu Hà chín giờ rưỡi sáng thứ ba", "Phạm Thu Hà"),
+        ("dat lich cho tran thi lan muoi gio sang mai", "Tran Thi Lan"),
+        ("tên tôi là Nguyễn Văn Bảy mười rưỡi", "Nguyễn Văn Bảy"),  # a name that is a number
+        ("tôi tên là Năm", "Năm"),
+    ],
+)
+def test_a_name_ends_where_a_spoken_time_begins(text: str, name: str) -> None:
+    assert extract_name(text) == name
+
+
+@pytest.mark.parametrize(
+    ("text", "daytime", "expected"),
+    [
+        ("một giờ kém mười lăm", True, (12, 45)),  # quarter to one in an office's day
+        ("một giờ kém mười lăm", False, (0, 45)),
+        ("1 giờ kém 15 trưa", False, (12, 45)),
+        ("1 giờ kém 15 chiều", False, (12, 45)),
+        ("một giờ kém mười lăm sáng", True, (0, 45)),
+        ("12 giờ kém 15 đêm", False, (23, 45)),
+        ("8 giờ kém 5 tối", False, (19, 55)),
+        ("ba giờ kém mười", True, (14, 50)),
+    ],
+)
+def test_to_the_hour_takes_the_period_of_the_hour_said(
+    text: str, daytime: bool, expected: tuple[int, int]
+) -> None:
+    assert parse_time(text, daytime=daytime) == dt.time(*expected)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from voice_trio.agent import build_receptionist
+from voice_trio.demo import build_receptionist
 from voice_trio.speech.tts import EspeakTts
 
 from ..support import RunningServer, running_server

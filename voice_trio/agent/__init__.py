@@ -1,10 +1,11 @@
-"""The agent graph (DESIGN.md section 4) and the demo receptionist.
+"""The agent graph (DESIGN.md section 4) and the Vietnamese its rules read and write.
 
 - :mod:`.graph`: :class:`Graph`, :class:`Node`, :class:`Rule`, :class:`Tool`, and
   :class:`Conversation`, the per-room dispatcher both brains talk to.
 - :mod:`.vietnamese`: reading Vietnamese turns (with or without tone marks):
   numbers, days, times, names, yes/no; and writing dates and times back.
-- :mod:`.receptionist`: :func:`build_receptionist`, the demo graph, with SQLite storage.
+
+The demo receptionist, a graph built with this API, is :mod:`voice_trio.demo`.
 
 The local brain, per final transcript::
 
@@ -36,11 +37,9 @@ from .graph import (
     ToolResult,
     phrases,
 )
-from .receptionist import AppointmentStore, build_receptionist, vietnam_now
 from .vietnamese import Utterance
 
 __all__ = [
-    "AppointmentStore",
     "ArgumentError",
     "Conversation",
     "ConversationStatistics",
@@ -54,7 +53,5 @@ __all__ = [
     "ToolError",
     "ToolResult",
     "Utterance",
-    "build_receptionist",
     "phrases",
-    "vietnam_now",
 ]

@@ -217,6 +217,9 @@ _UNIT_WORDS = {
 # Forms used only after a tens word: hai mươi mốt, hai mươi tư, mười lăm.
 _AFTER_TENS_WORDS = {**_UNIT_WORDS, "mốt": 1, "tư": 4, "lăm": 5, "nhăm": 5}
 _COLLOQUIAL_ONES = {"mốt": 1, "tư": 4, "lăm": 5}  # "hai lăm" = 25, "ba mốt" = 31
+# "Hai mươi" and "ba mươi" said in one syllable, always with a unit after them:
+# "hăm lăm" = 25, "hăm mốt" = 21 (not "the day after tomorrow"), "băm mốt" = 31.
+_CONTRACTED_TENS_WORDS = {"hăm": 20, "băm": 30}
 
 
 def _lexicon(table: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
@@ -230,6 +233,7 @@ def _lexicon(table: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
 _UNITS = _lexicon(_UNIT_WORDS)
 _AFTER_TENS = _lexicon(_AFTER_TENS_WORDS)
 _COLLOQUIAL = _lexicon(_COLLOQUIAL_ONES)
+_CONTRACTED_TENS = _lexicon(_CONTRACTED_TENS_WORDS)
 
 
 def _lookup(word: Word, lexicon: tuple[dict[str, int], dict[str, int]]) -> int | None:
@@ -249,6 +253,9 @@ def _tens(words: tuple[Word, ...], i: int) -> tuple[int, int] | None:
     n = len(words)
     if i >= n:
         return None
+    tens = _lookup(words[i], _CONTRACTED_TENS)
+    if tens is not None and i + 1 < n and (u := _lookup(words[i + 1], _AFTER_TENS)) is not None:
+        return tens + u, i + 2
     if _is(words[i], "mười", "mươi"):
         value, j = 10, i + 1
         if j < n and (u := _lookup(words[j], _AFTER_TENS)) is not None:
@@ -415,6 +422,14 @@ def _title(word: Word) -> str:
     return word.orig[:1].upper() + word.orig[1:].lower()
 
 
+def _starts_time(utt: Utterance, i: int) -> bool:
+    """A number in words starts here and an hour follows it: "... Thu Hà chín giờ rưỡi"."""
+    number = _number_at(utt.words, i)
+    if number is None or number[0] > 24 or number[1] in utt.breaks:
+        return False  # "Bảy mười rưỡi" is Bảy and 10:30, not 70
+    return utt.word_is(number[1], "giờ", "rưỡi")
+
+
 def name_span(text: str | Utterance) -> tuple[int, int] | None:
     """Where a self-introduction's name is: (start, end) word indices, or None."""
     utt = Utterance.of(text)
@@ -432,6 +447,7 @@ def name_span(text: str | Utterance) -> tuple[int, int] | None:
                 and not _stop(words[end])
                 and (end == start or end not in utt.breaks)
                 and _weekday_at(utt, end) is None
+                and not _starts_time(utt, end)
                 and not any(utt.find(p, end) == end for p in _NAME_END_PHRASES)
             ):
                 end += 1
@@ -521,7 +537,8 @@ def _apply_period(hour: int, period: str | None, daytime: bool) -> int:
 
 
 def _times(utt: Utterance) -> list[tuple[int, int, int, int]]:
-    """Every clock time as (start, end, hour, minute), hour as said (before the period)."""
+    """Every clock time as (start, end, hour, minute), hour as said (before the period),
+    minutes negative for "kém" ("một giờ kém mười lăm": 1, -15)."""
     words = utt.words
     found = []
     i = 0
@@ -539,10 +556,12 @@ def _times(utt: Utterance) -> list[tuple[int, int, int, int]]:
         hour, j = number
         if j < len(words) and utt.word_is(j, *_HOUR_WORDS) and j not in utt.breaks:
             minute, end = _minutes(utt, j + 1)
-            if minute < 0:
-                hour, minute = hour - 1, 60 + minute
             found.append((i, end, hour, minute))
             i = end
+            continue
+        if utt.word_is(j, "rưỡi") and j not in utt.breaks and hour <= 24:
+            found.append((i, j + 1, hour, 30))  # "chín rưỡi": half past, "giờ" left out
+            i = j + 1
             continue
         if i > 0 and utt.word_is(i - 1, "lúc") and not utt.word_is(j, *_NOT_MINUTES):
             minute, end = (30, j + 1) if utt.word_is(j, "rưỡi") else (0, j)
@@ -577,8 +596,8 @@ def _minutes(utt: Utterance, k: int) -> tuple[int, int]:
 def parse_time(text: str | Utterance, *, daytime: bool = False) -> dt.time | None:
     """The clock time said in ``text`` (the last one if several), or None.
 
-    "9 giờ", "chín giờ rưỡi" (9:30), "10h30", "10:30", "3 giờ chiều" (15:00),
-    "mười giờ kém mười lăm" (9:45), "7 giờ tối" (19:00), "lúc 8". With
+    "9 giờ", "chín giờ rưỡi" and "chín rưỡi" (9:30), "10h30", "10:30", "3 giờ chiều"
+    (15:00), "mười giờ kém mười lăm" (9:45), "7 giờ tối" (19:00), "lúc 8". With
     ``daytime=True`` an hour from 1 to 6 said without a period ("3 giờ") is
     read as afternoon, as an office's callers mean it.
     """
@@ -587,7 +606,10 @@ def parse_time(text: str | Utterance, *, daytime: bool = False) -> dt.time | Non
     if not times:
         return None
     start, end, hour, minute = times[-1]
+    # The period goes with the hour as said: "một giờ kém mười lăm chiều" is 13:00 - 0:15.
     hour = _apply_period(hour, _find_period(utt, start, end), daytime)
+    if minute < 0:
+        hour, minute = (hour - 1) % 24, 60 + minute
     if hour == 24 and minute == 0:
         hour = 0
     if not (0 <= hour <= 23 and 0 <= minute <= 59):
@@ -816,7 +838,12 @@ def format_date(date: dt.date, today: dt.date | None = None) -> str:
 
 
 def format_time(time: dt.time) -> str:
-    """``"10 giờ 30 sáng"``, ``"3 giờ chiều"``, ``"12 giờ trưa"``, ``"7 giờ tối"``."""
+    """``"10 giờ rưỡi sáng"``, ``"3 giờ chiều"``, ``"12 giờ trưa"``, ``"7 giờ 15 tối"``.
+
+    As people say a time: the hour on a twelve-hour clock with the part of the day,
+    half past as "rưỡi". Numerals stay numerals: the text is also shown, and eSpeak NG
+    reads "21" as "hai mươi mốt" by itself.
+    """
     hour = time.hour
     if hour == 0:
         period = "đêm"
@@ -833,6 +860,8 @@ def format_time(time: dt.time) -> str:
     shown = hour % 12 or 12
     if not time.minute:
         minutes = ""
+    elif time.minute == 30:
+        minutes = " rưỡi"
     elif time.minute < 10:
         minutes = f" {time.minute} phút"
     else:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from voice_trio.agent import Graph, build_receptionist
-from voice_trio.agent.receptionist import VIETNAM
+from voice_trio.agent import Graph
+from voice_trio.demo import VIETNAM, build_receptionist
 
 from .helpers import Clock
 

@@ -10,8 +10,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from voice_trio.agent import Conversation, Graph, build_receptionist
-from voice_trio.agent.receptionist import MAX_CODE_TRIES, NO_MATCH, TOO_MANY_TRIES
+from voice_trio.agent import Conversation, Graph
+from voice_trio.demo import MAX_CODE_TRIES, NO_MATCH, TOO_MANY_TRIES, build_receptionist
 
 from .helpers import Clock, rows, talk
 

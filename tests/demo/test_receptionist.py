@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import trio
 
-from voice_trio.agent import Graph, build_receptionist
-from voice_trio.agent.receptionist import NO_MATCH, VIETNAM, vietnam_now
+from voice_trio.agent import Graph
+from voice_trio.demo import NO_MATCH, VIETNAM, build_receptionist, vietnam_now
 
 from .helpers import Clock, dialogue, rows, talk
 
@@ -42,9 +42,9 @@ async def test_time_and_date(receptionist: Graph) -> None:
         "mấy giờ rồi, hôm nay ngày bao nhiêu",
         "bay gio la may gio",
     )
-    assert time.text == "Bây giờ là 10 giờ 30 sáng."
+    assert time.text == "Bây giờ là 10 giờ rưỡi sáng."
     assert date.text == "Hôm nay là thứ Ba, ngày 25 tháng 11 năm 2025."
-    assert both.text == "Bây giờ là 10 giờ 30 sáng. Hôm nay là thứ Ba, ngày 25 tháng 11 năm 2025."
+    assert both.text == "Bây giờ là 10 giờ rưỡi sáng. Hôm nay là thứ Ba, ngày 25 tháng 11 năm 2025."
     assert plain.text == time.text
     assert all(r.rule == "clock" and r.understood for r in (time, date, both, plain))
 
@@ -89,14 +89,14 @@ async def test_full_booking_asks_for_what_is_missing(receptionist: Graph, db_pat
     assert "Quý khách muốn đến lúc mấy giờ ạ?" in day.text
     assert hour.node == "booking_confirm"
     assert hour.text == (
-        "Tôi xin xác nhận lịch hẹn cho Nguyễn Văn An lúc 9 giờ 30 sáng, thứ Sáu, ngày 28 "
+        "Tôi xin xác nhận lịch hẹn cho Nguyễn Văn An lúc 9 giờ rưỡi sáng, thứ Sáu, ngày 28 "
         "tháng 11. Đúng không ạ?"
     )
     assert yes.node == "main"
     (row,) = rows(db_path)
     spoken_code = " ".join(row["code"])  # read digit by digit: "4 8 2 9 1 3"
     assert yes.text == (
-        "Dạ, tôi đã đặt lịch hẹn cho Nguyễn Văn An lúc 9 giờ 30 sáng, thứ Sáu, ngày 28 tháng "
+        "Dạ, tôi đã đặt lịch hẹn cho Nguyễn Văn An lúc 9 giờ rưỡi sáng, thứ Sáu, ngày 28 tháng "
         f"11. Mã lịch hẹn của quý khách là {spoken_code}; quý khách vui lòng ghi lại mã này để "
         "xem lại hoặc hủy lịch khi gọi lại. Quý khách cần tôi giúp gì thêm không ạ?"
     )
@@ -223,7 +223,7 @@ async def test_an_aside_while_booking_repeats_the_question(receptionist: Graph) 
         conv, "đặt lịch tên Lan ngày mai", "mấy giờ rồi", "phòng khám mở cửa lúc mấy giờ"
     )
     assert aside.rule == "clock" and aside.node == "booking"
-    assert aside.text.startswith("Bây giờ là 10 giờ 30 sáng. Quý khách muốn đến lúc mấy giờ ạ?")
+    assert aside.text.startswith("Bây giờ là 10 giờ rưỡi sáng. Quý khách muốn đến lúc mấy giờ ạ?")
     assert hours.rule == "opening_hours"
     assert hours.text.startswith("Dạ, Phòng khám Bình An nhận lịch từ 8 giờ sáng đến 5 giờ chiều")
 
@@ -426,7 +426,7 @@ async def test_tool_calls_round_trip(receptionist: Graph, db_path: Path) -> None
         "day": "2025-11-27",
         "time": "14:30",
         "status": "booked",
-        "spoken": "2 giờ 30 chiều, ngày kia, thứ Năm, ngày 27 tháng 11",
+        "spoken": "2 giờ rưỡi chiều, ngày kia, thứ Năm, ngày 27 tháng 11",
     }
     (row,) = rows(db_path)
     assert (row["session_id"], row["name"], row["day"], row["time"]) == (
@@ -645,3 +645,29 @@ async def test_no_to_anything_else_is_goodbye_but_not_any_no(receptionist: Graph
     conv = receptionist.conversation(session_id="r")
     (reply,) = await talk(conv, "không biết")
     assert not reply.end and not reply.understood
+
+
+async def test_days_and_times_as_people_say_them(receptionist: Graph, db_path: Path) -> None:
+    conv = receptionist.conversation(session_id="room-spoken")
+    confirm, yes = await talk(
+        conv, "Đặt lịch cho Phạm Thu Hà chín giờ rưỡi sáng thứ ba", "vâng, đúng rồi"
+    )
+    assert confirm.text == (
+        "Tôi xin xác nhận lịch hẹn cho Phạm Thu Hà lúc 9 giờ rưỡi sáng, thứ Ba, ngày 2 "
+        "tháng 12. Đúng không ạ?"
+    )
+    assert yes.node == "main" and "Mã lịch hẹn" in yes.text
+    # "giờ" left out, and a day of the month in the short spoken form ("hăm sáu" = 26).
+    other = receptionist.conversation(session_id="room-spoken-2")
+    ask_time, confirm, yes = await talk(
+        other, "tôi tên là Lê Văn Nam, muốn đặt lịch ngày hăm sáu", "hai rưỡi chiều", "có"
+    )
+    assert "Quý khách muốn đến lúc mấy giờ ạ?" in ask_time.text
+    assert confirm.text == (
+        "Tôi xin xác nhận lịch hẹn cho Lê Văn Nam lúc 2 giờ rưỡi chiều, ngày mai, thứ Tư, "
+        "ngày 26 tháng 11. Đúng không ạ?"
+    )
+    assert [(r["name"], r["day"], r["time"]) for r in rows(db_path)] == [
+        ("Phạm Thu Hà", "2025-12-02", "09:30"),
+        ("Lê Văn Nam", "2025-11-26", "14:30"),
+    ]

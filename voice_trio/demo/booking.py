@@ -1,0 +1,198 @@
+"""Booking an appointment: the slots (name, day, hour), what to ask for next, and the
+read-back the caller confirms before anything is stored.
+
+The ``booking`` node fills the slots (asking again for what is missing or cannot be
+booked); ``booking_confirm`` reads the booking back for a "có" or "không", and books
+through the ``book_appointment`` tool, so the local brain books as Azure's model does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..agent.graph import Conversation, Say
+from ..agent.vietnamese import (
+    Utterance,
+    extract_name,
+    format_code,
+    format_date,
+    format_time,
+    parse_day,
+    parse_time,
+)
+from .clinic import Clinic
+from .wording import ANYTHING_ELSE, ASK_DAY, ASK_NAME, CHANGE, QUESTION, STOP, core
+
+__all__ = ["BookingFlow"]
+
+_SLOTS = ("name", "day", "time")
+
+
+class BookingFlow:
+    """The actions and matchers of the ``booking`` and ``booking_confirm`` nodes."""
+
+    def __init__(self, clinic: Clinic) -> None:
+        self.clinic = clinic
+
+    # ---------------------------------------------------------------- actions
+
+    async def start(self, conversation: Conversation, utterance: Utterance) -> str:
+        self.clear(conversation)
+        return self.fill(conversation, self.extract(utterance))
+
+    async def fill_slots(self, conversation: Conversation, utterance: Utterance) -> str:
+        return self.fill(conversation, self.extract(utterance))
+
+    async def change_slot(self, conversation: Conversation, utterance: Utterance) -> str:
+        for slot in self._slots_named(utterance):
+            conversation.slots[slot] = None
+        conversation.goto("booking")
+        return f"Dạ vâng. {self.ask(conversation)}"
+
+    async def stop(self, conversation: Conversation, utterance: Utterance) -> str:
+        self.clear(conversation)
+        conversation.goto("main")
+        return f"Dạ, tôi đã dừng việc đặt lịch. {ANYTHING_ELSE}"
+
+    async def fallback(self, conversation: Conversation, utterance: Utterance) -> Say:
+        if self.missing(conversation) == "name":
+            name = extract_name(utterance, bare=True)
+            if name is not None:
+                return Say(self.fill(conversation, {"name": name}))
+        return Say(f"Xin lỗi, tôi chưa nghe rõ. {self.ask(conversation)}", understood=False)
+
+    async def confirm_changes(self, conversation: Conversation, utterance: Utterance) -> str:
+        return self.fill(conversation, self.extract(utterance))
+
+    async def book(self, conversation: Conversation, utterance: Utterance) -> str:
+        slots = conversation.slots
+        result = await conversation.call_tool(
+            "book_appointment",
+            name=slots["name"],
+            day=slots["day"].isoformat(),
+            time=slots["time"].strftime("%H:%M"),
+        )
+        self.clear(conversation)
+        if not result.ok:
+            conversation.goto("main")
+            return (
+                "Xin lỗi, tôi chưa đặt được lịch hẹn này do hệ thống gặp sự cố. Quý khách vui "
+                "lòng thử lại sau ít phút ạ."
+            )
+        booked = result.value["booked"]
+        return (
+            f"Dạ, tôi đã đặt lịch hẹn cho {booked['name']} lúc {booked['spoken']}. Mã lịch hẹn "
+            f"của quý khách là {format_code(booked['code'])}; quý khách vui lòng ghi lại mã này "
+            f"để xem lại hoặc hủy lịch khi gọi lại. {ANYTHING_ELSE}"
+        )
+
+    async def reject(self, conversation: Conversation, utterance: Utterance) -> str:
+        conversation.goto("booking")
+        return "Dạ, quý khách muốn sửa tên, ngày hay giờ ạ? Quý khách cứ nói thông tin mới."
+
+    async def confirm_fallback(self, conversation: Conversation, utterance: Utterance) -> Say:
+        return Say(
+            "Xin lỗi, quý khách vui lòng nói đúng rồi để xác nhận, hoặc không để sửa lại ạ.",
+            understood=False,
+        )
+
+    # ---------------------------------------------------------------- slots
+
+    def missing(self, conversation: Conversation) -> str | None:
+        for slot in _SLOTS:
+            if conversation.slots.get(slot) is None:
+                return slot
+        return None
+
+    def ask(self, conversation: Conversation) -> str:
+        """The question for the first missing slot."""
+        slot = self.missing(conversation)
+        if slot == "name":
+            return ASK_NAME
+        if slot == "day":
+            return ASK_DAY
+        if slot == "time":
+            return (
+                f"Quý khách muốn đến lúc mấy giờ ạ? Chúng tôi nhận lịch {self.clinic.hours_text()}."
+            )
+        return self.confirm_question(conversation)
+
+    def confirm_question(self, conversation: Conversation) -> str:
+        slots = conversation.slots
+        when = (
+            f"{format_time(slots['time'])}, {format_date(slots['day'], self.clinic.now().date())}"
+        )
+        return f"Tôi xin xác nhận lịch hẹn cho {slots['name']} lúc {when}. Đúng không ạ?"
+
+    def extract(self, utterance: Utterance) -> dict[str, Any]:
+        """The booking slots said in this turn."""
+        if utterance.has(*QUESTION):
+            return {}
+        found: dict[str, Any] = {}
+        if (name := extract_name(utterance)) is not None:
+            found["name"] = name
+        if (day := parse_day(utterance, self.clinic.now().date())) is not None:
+            found["day"] = day
+        if (time := parse_time(utterance, daytime=True)) is not None:
+            found["time"] = time
+        return found
+
+    def fill(self, conversation: Conversation, found: dict[str, Any]) -> str:
+        """Put the values in the slots (those that can be booked); the reply to say."""
+        slots = conversation.slots
+        said: list[str] = []
+        if "name" in found:
+            slots["name"] = found["name"]
+        if "day" in found:
+            problem = self.clinic.problem(found["day"], None)
+            slots["day"] = None if problem else found["day"]
+            if problem:
+                said.append(problem)
+        time = found.get("time", slots.get("time"))
+        if time is not None:
+            # Checked again when only the day changed: 9:00 is fine tomorrow, not today at 10.
+            problem = self.clinic.problem(slots.get("day"), time)
+            slots["time"] = None if problem else time
+            if problem:
+                said.append(problem)
+        if self.missing(conversation) is None:
+            conversation.goto("booking_confirm")
+            return " ".join([*said, self.confirm_question(conversation)])
+        conversation.goto("booking")
+        if not said:
+            noted = []
+            if "name" in found:
+                noted.append(f"tên {found['name']}")
+            if slots.get("day") is not None and "day" in found:
+                noted.append(format_date(slots["day"], self.clinic.now().date()))
+            if slots.get("time") is not None and "time" in found:
+                noted.append(f"lúc {format_time(slots['time'])}")
+            if noted:
+                said.append(f"Dạ, tôi đã ghi nhận {', '.join(noted)}.")
+        return " ".join([*said, self.ask(conversation)])
+
+    def clear(self, conversation: Conversation) -> None:
+        for slot in _SLOTS:
+            conversation.slots.pop(slot, None)
+
+    # ---------------------------------------------------------------- matchers
+
+    def says_slots(self, conversation: Conversation, utterance: Utterance) -> bool:
+        return bool(self.extract(utterance))
+
+    def changes_slot(self, conversation: Conversation, utterance: Utterance) -> bool:
+        return bool(core(utterance).has(*CHANGE) and self._slots_named(utterance))
+
+    def _slots_named(self, utterance: Utterance) -> list[str]:
+        named = {"name": ("tên",), "day": ("ngày", "hôm"), "time": ("giờ", "tiếng")}
+        found = self.extract(utterance)
+        return [s for s, words in named.items() if utterance.has(*words) and s not in found]
+
+    def stops(self, conversation: Conversation, utterance: Utterance) -> bool:
+        if self.missing(conversation) == "name" and utterance.plain == "huy":
+            return False  # a caller named Huy, answering "tên gì ạ?"
+        return core(utterance).has(*STOP)
+
+    def corrects(self, conversation: Conversation, utterance: Utterance) -> bool:
+        found = self.extract(utterance)
+        return any(conversation.slots.get(k) != v for k, v in found.items())
