@@ -5,21 +5,31 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, markdown_table
 
 __all__ = ["main"]
 
 
 def _settings_epilog() -> str:
-    rows = Settings.describe()
-    width = max(len(name) for name, _, _ in rows)
     lines = ["settings (environment variables, default in brackets):"]
-    for name, default, meaning in rows:
-        lines.append(f"  {name:<{width}}  {meaning} [{default}]")
+    for row in Settings.describe():
+        default = "secret: never shown" if row.secret else row.shown_default.strip("`")
+        lines.append(f"  {row.variable}" + (f" [{default}]" if default else ""))
+        lines.extend(
+            textwrap.wrap(
+                row.description.replace("`", ""),
+                92,
+                initial_indent=" " * 6,
+                subsequent_indent=" " * 6,
+                break_on_hyphens=False,
+            )
+        )
     lines.append("")
     lines.append("A bad value stops start-up with a message naming the variable.")
+    lines.append("`voice-trio settings` shows the values in use; `voice-trio check` tries them.")
     return "\n".join(lines)
 
 
@@ -45,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes sharing the port; each holds its own rooms [1]",
+    )
+    shown = commands.add_parser(
+        "settings",
+        help="print the settings in use (secrets only as set or not)",
+        description="Print every setting as read from the environment, secrets only as "
+        "(set) or (not set); --markdown prints the README's configuration table instead.",
+    )
+    shown.add_argument(
+        "--markdown", action="store_true", help="the table of every setting, default and meaning"
     )
     voices = commands.add_parser(
         "voices",
@@ -112,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server import run
 
         return run(settings, host=args.host, port=args.port, workers=args.workers)
+    if args.command == "settings":
+        return _settings(markdown=args.markdown)
     if args.command == "voices":
         return _voices(args.language, args.query, args.limit)
     if args.command == "token":
@@ -119,6 +140,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "nginx-config":
         return _nginx_config(args.listen, args.backend, args.prefix)
     return 2
+
+
+def _settings(*, markdown: bool) -> int:
+    if markdown:
+        sys.stdout.write(markdown_table())
+        return 0
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"voice-trio: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    rows = Settings.describe()
+    width = max(len(row.variable) for row in rows)
+    for row in rows:
+        value = settings.shown(row.name)
+        mark = " " if getattr(settings, row.name) == row.default else "*"
+        print(f"{mark} {row.variable:<{width}}  {value}")
+    print(f"* set in the environment; brain: {settings.brain}, voice: {settings.voice}")
+    return 0
 
 
 def _nginx_config(listen: str, backends: Sequence[str], prefix: str) -> int:
