@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import textwrap
 from collections.abc import Sequence
 
+from . import logs
 from .config import ConfigError, Settings, markdown_table
 
 __all__ = ["main"]
@@ -114,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        logs.configure(Settings.from_env())
+    except ConfigError:
+        logs.configure()  # the command says what is wrong with the settings
     if args.command == "serve":
         if args.workers < 1:
             print("voice-trio: --workers must be at least 1", file=sys.stderr)

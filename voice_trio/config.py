@@ -200,7 +200,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         ),
     ] = 5
 
-    # The process: metrics, shutdown, memory.
+    # The process: metrics, shutdown, memory, logs.
     room_metrics_interval_s: Annotated[
         float,
         Meta(gt=0, description="seconds between a room's `metrics` events while it is active"),
@@ -225,6 +225,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "rooms (`off`: Python's defaults, nothing frozen)",
         ),
     ] = "50000,20,100"
+    log_format: Annotated[
+        Literal["json", "text"] | None,
+        Meta(
+            description="`json`: one JSON object a line; `text`: readable lines; empty: "
+            "`text` when the log stream (stderr) is a terminal, else `json` (see "
+            '"Logs")'
+        ),
+    ] = None
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        Meta(
+            description="the level of voice-trio's own loggers (other libraries log warnings "
+            "and worse)"
+        ),
+    ] = "info"
 
     # The brain and the voice.
     voice_brain: Annotated[
