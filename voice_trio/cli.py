@@ -6,6 +6,9 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
+from functools import partial
+
+import trio
 
 from . import logs
 from .config import ConfigError, Settings, markdown_table
@@ -65,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument(
         "--markdown", action="store_true", help="the table of every setting, default and meaning"
     )
+    check = commands.add_parser(
+        "check",
+        help="try the settings: embedded models, agent graph, Azure and Cartesia connections",
+        description="Validate the settings from the environment, load the embedded models "
+        "the configured brain and voice need (or say which are missing), build the agent "
+        "graph, open an Azure OpenAI Realtime session and close it at once, and have "
+        "Cartesia speak a short Vietnamese sentence with the configured voice. Prints a "
+        "table of what works; exits 1 when a check fails, 2 when a setting is invalid.",
+    )
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds per network step [10]")
     voices = commands.add_parser(
         "voices",
         help="list the Cartesia voices that speak a language (for CARTESIA_VOICE_ID)",
@@ -134,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server import run
 
         return run(settings, host=args.host, port=args.port, workers=args.workers)
+    if args.command == "check":
+        return _check(args.timeout)
     if args.command == "settings":
         return _settings(markdown=args.markdown)
     if args.command == "voices":
@@ -143,6 +158,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "nginx-config":
         return _nginx_config(args.listen, args.backend, args.prefix)
     return 2
+
+
+def _check(timeout_s: float) -> int:
+    from .check import Result, render, run_checks
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.stdout.write(render([Result("settings", False, str(exc))]))
+        return 2
+    if timeout_s <= 0:
+        print("voice-trio: --timeout must be positive", file=sys.stderr)
+        return 2
+    results = trio.run(partial(run_checks, settings, timeout_s=timeout_s))
+    sys.stdout.write(render(results, settings))
+    return 1 if any(r.ok is False for r in results) else 0
 
 
 def _settings(*, markdown: bool) -> int:

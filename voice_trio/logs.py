@@ -31,7 +31,7 @@ import msgspec
 
 from .config import SECRET_FIELDS, Settings
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure", "room_context"]
+__all__ = ["JsonFormatter", "Masker", "TextFormatter", "configure", "room_context", "secrets_of"]
 
 #: (session id, instance id) of the room whose task is running, or None.
 _room: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
@@ -64,21 +64,28 @@ class _RoomFilter(logging.Filter):
         return True
 
 
-class _Masking(logging.Formatter):
-    """A formatter that replaces the secrets it was given, wherever they appear."""
+class Masker:
+    """Replaces the secrets it was given (those of MIN_SECRET_CHARS or more) in a text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
         # Longest first, so a password inside a URL does not leave the URL's rest half-masked.
         self.secrets = sorted(
             {s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True
         )
 
-    def mask(self, text: str) -> str:
+    def __call__(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "<secret>")
         return text
+
+
+class _Masking(logging.Formatter):
+    """A formatter that replaces the secrets it was given, wherever they appear."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.mask = Masker(secrets)
 
     def details(self, record: logging.LogRecord) -> str:
         """The traceback and stack of a record, if any."""
