@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -13,6 +15,8 @@ from voice_trio.config import Settings
 
 from .fakes.azure_realtime import open_fake_azure
 from .fakes.cartesia import open_fake_cartesia
+from .test_cli import free_port
+from .test_cluster import REDIS
 
 BIN = Path(sys.executable).parent
 
@@ -54,6 +58,7 @@ async def test_the_embedded_default_reports_ready(tmp_path: Path) -> None:
         "agent graph": "ok",
         "azure realtime": "skip",
         "cartesia": "skip",
+        "redis": "skip",
     }
     assert "brain local, voice local" in rows["settings"][1]
     assert "Whisper base" in rows["speech recognition"][1]
@@ -107,3 +112,38 @@ async def test_azure_and_cartesia_keys_are_tried_against_the_stand_ins(tmp_path:
             "FAIL",
             "CARTESIA_MODEL=sonic-2 does not speak Vietnamese (sonic-3, sonic-3.5 do)",
         )
+
+
+async def test_redis_is_pinged_with_the_urls_password_never_shown(tmp_path: Path) -> None:
+    password = "redis-password-0123456789"
+    port = free_port()
+    argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    argv += ["no", "--dir", str(tmp_path), "--requirepass", password, "--daemonize", "no"]
+    async with trio.open_nursery() as nursery:
+        proc = await nursery.start(
+            partial(trio.run_process, argv, check=False, stdout=subprocess.DEVNULL)
+        )
+        try:
+            base = clean_env(tmp_path, VOICE_BRAIN="echo")
+            with trio.fail_after(30):
+                while True:  # until redis-server listens
+                    code, rows, out = await check(
+                        {**base, "REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0"}
+                    )
+                    if code == 0 or "AuthenticationFailure" in out:
+                        break
+                    await trio.sleep(0.1)
+            assert code == 0, out
+            assert rows["redis"][0] == "ok" and "answered PING" in rows["redis"][1]
+            assert password not in out
+            wrong = "wrong-password-987654321"
+            code, rows, out = await check(
+                {**base, "REDIS_URL": f"redis://:{wrong}@127.0.0.1:{port}/0"}
+            )
+            assert code == 1
+            assert rows["redis"][0] == "FAIL" and "AuthenticationFailure" in rows["redis"][1]
+            assert wrong not in out
+        finally:
+            proc.kill()
+    code, rows, _ = await check(clean_env(tmp_path, VOICE_BRAIN="echo"))
+    assert code == 0 and rows["redis"][0] == "skip"

@@ -3,7 +3,8 @@
 Each check does what a room would do first, once: the embedded models are
 loaded (and the embedded voice says a word), the agent graph is built, Azure
 OpenAI Realtime opens a session (closed as soon as ``session.created`` arrives),
-Cartesia speaks a short Vietnamese sentence with the configured voice and model.
+Cartesia speaks a short Vietnamese sentence with the configured voice and model,
+and Redis (with ``REDIS_URL``) answers a PING.
 A wrong key, deployment or voice id is found here, not when the first user speaks.
 Every detail shown goes through the same secret masking as the logs.
 """
@@ -74,6 +75,11 @@ async def run_checks(settings: Settings, *, timeout_s: float = 10.0) -> list[Res
             "cartesia",
             (lambda: _cartesia(settings, timeout_s)) if voice == "cartesia" else None,
             "Cartesia TTS",
+        ),
+        (
+            "redis",
+            (lambda: _redis(settings, timeout_s)) if settings.redis_url else None,
+            "Redis (REDIS_URL)",
         ),
     ]
     for name, check, what in checks:
@@ -276,6 +282,30 @@ async def _cartesia(settings: Settings, timeout_s: float) -> Result:
         )
     except (trio_websocket.HandshakeError, OSError, ValueError) as exc:
         return Result(name, False, f"could not reach {settings.cartesia_base_url}: {_what(exc)}")
+
+
+async def _redis(settings: Settings, timeout_s: float) -> Result:
+    import coredis
+    from coredis.retry import NoRetryPolicy
+
+    from .errors import leaves
+
+    started = time.perf_counter()
+    try:
+        client: coredis.Redis[str] = coredis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            connect_timeout=timeout_s,
+            stream_timeout=timeout_s,
+            retry_policy=NoRetryPolicy(),
+        )
+        async with client:
+            await client.ping()
+    except Exception as exc:  # reported, with the first real failure of a group
+        found = leaves(exc, Exception) or [exc]
+        return Result("redis", False, f"Redis (REDIS_URL) did not answer PING: {_what(found[0])}")
+    ms = (time.perf_counter() - started) * 1000
+    return Result("redis", True, f"answered PING ({ms:.0f} ms with the connect)")
 
 
 _CARTESIA_HINTS = {

@@ -70,11 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser(
         "check",
-        help="try the settings: embedded models, agent graph, Azure and Cartesia connections",
+        help="try the settings: embedded models, agent graph, Azure, Cartesia, Redis",
         description="Validate the settings from the environment, load the embedded models "
         "the configured brain and voice need (or say which are missing), build the agent "
         "graph, open an Azure OpenAI Realtime session and close it at once, and have "
-        "Cartesia speak a short Vietnamese sentence with the configured voice. Prints a "
+        "Cartesia speak a short Vietnamese sentence with the configured voice, and PING "
+        "Redis when REDIS_URL is set. Prints a "
         "table of what works; exits 1 when a check fails, 2 when a setting is invalid.",
     )
     check.add_argument("--timeout", type=float, default=10.0, help="seconds per network step [10]")
