@@ -60,6 +60,13 @@ def test_serve_help_describes_every_setting_and_shows_no_secret() -> None:
         assert " ".join(row.description.replace("`", "").split()) in flat, row.variable
     for flag in ("--host", "--port", "--workers"):
         assert flag in out
+    assert "  AUTH_SECRET [secret, set]\n" in out
+    assert "  REDIS_URL [secret, set]\n" in out
+    bare = {k: v for k, v in os.environ.items() if k not in secrets}
+    unset = subprocess.run(
+        [BIN / "voice-trio", "serve", "--help"], env=bare, capture_output=True, text=True
+    ).stdout
+    assert "  AUTH_SECRET [secret, not set]\n" in unset
     shown = subprocess.run(
         [BIN / "voice-trio", "settings"], env=env, capture_output=True, text=True, check=True
     ).stdout

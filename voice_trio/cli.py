@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -19,7 +20,11 @@ __all__ = ["main"]
 def _settings_epilog() -> str:
     lines = ["settings (environment variables, default in brackets):"]
     for row in Settings.describe():
-        default = "secret: never shown" if row.secret else row.shown_default.strip("`")
+        default = row.shown_default.strip("`")
+        if row.secret:  # never its value: only whether the environment sets it
+            default = "secret, " + (
+                "set" if os.environ.get(row.variable, "").strip() else "not set"
+            )
         lines.append(f"  {row.variable}" + (f" [{default}]" if default else ""))
         lines.extend(
             textwrap.wrap(
