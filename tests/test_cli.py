@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from voice_trio.config import ConfigError, Settings
+from voice_trio.config import ConfigError, Settings, markdown_table
 
 from .support import open_client, tone
 
@@ -42,32 +42,67 @@ def test_settings_from_env_and_bad_values_name_the_variable() -> None:
             Settings.from_env(env)
 
 
-def test_serve_help_lists_every_setting() -> None:
+def test_serve_help_describes_every_setting_and_shows_no_secret() -> None:
+    secrets = {
+        "AUTH_SECRET": "s3cret-" + "x" * 32,
+        "AZURE_OPENAI_API_KEY": "azure-key-that-must-not-show",
+        "CARTESIA_API_KEY": "cartesia-key-that-must-not-show",
+        "REDIS_URL": "redis://:redis-password-that-must-not-show@127.0.0.1:1/0",
+    }
+    env = {**os.environ, **secrets}
     out = subprocess.run(
-        [BIN / "voice-trio", "serve", "--help"], capture_output=True, text=True, check=True
+        [BIN / "voice-trio", "serve", "--help"], env=env, capture_output=True, text=True, check=True
     ).stdout
-    for name in Settings.__struct_fields__:
-        assert name.upper() in out
+    flat = " ".join(out.split())
+    for row in Settings.describe():
+        assert row.description, f"{row.variable} has no description"
+        assert f"{row.variable} [" in out or f"  {row.variable}\n" in out, row.variable
+        assert " ".join(row.description.replace("`", "").split()) in flat, row.variable
     for flag in ("--host", "--port", "--workers"):
         assert flag in out
+    assert "  AUTH_SECRET [secret, set]\n" in out
+    assert "  REDIS_URL [secret, set]\n" in out
+    bare = {k: v for k, v in os.environ.items() if k not in secrets}
+    unset = subprocess.run(
+        [BIN / "voice-trio", "serve", "--help"], env=bare, capture_output=True, text=True
+    ).stdout
+    assert "  AUTH_SECRET [secret, not set]\n" in unset
+    shown = subprocess.run(
+        [BIN / "voice-trio", "settings"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    for value in (*secrets.values(), "redis-password-that-must-not-show"):
+        assert value not in out and value not in shown
+    lines = {line[2:].split()[0]: line for line in shown.splitlines() if line[2:3].isupper()}
+    assert set(lines) == {row.variable for row in Settings.describe()}
+    assert lines["AUTH_SECRET"].split() == ["*", "AUTH_SECRET", "(set)"]
+    assert lines["CARTESIA_API_KEY"].split() == ["*", "CARTESIA_API_KEY", "(set)"]
+    assert lines["WS_OUTGOING_MAX"].split() == ["WS_OUTGOING_MAX", "64"]
 
 
-def test_the_readme_configuration_table_lists_every_setting_with_its_default() -> None:
+def test_the_readme_configuration_table_is_the_one_made_from_settings() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    made = subprocess.run(
+        [BIN / "voice-trio", "settings", "--markdown"], capture_output=True, text=True, check=True
+    ).stdout
+    # Same rows, defaults and meanings: `voice-trio settings --markdown` rewrites it.
+    assert table == made
+    assert made == markdown_table()
     rows = {}
-    for line in table.splitlines():
+    for line in table.splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = cells[1].strip("`")
+        rows[cells[0].strip("`")] = cells[1].strip("`")
     defaults = Settings()
-    assert set(rows) == {name.upper() for name in Settings.__struct_fields__}
+    assert list(rows) == [name.upper() for name in Settings.__struct_fields__]
     for name in Settings.__struct_fields__:
         value = getattr(defaults, name)
         if isinstance(value, bool):
             assert rows[name.upper()] == str(value).lower(), name
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif isinstance(value, int | float):
             assert float(rows[name.upper()]) == value, name
+        else:
+            assert rows[name.upper()] == (value or ""), name
 
 
 def test_bad_setting_stops_start_up_with_a_message() -> None:

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from . import logs
 from ._hypercorn import adapt_hypercorn
 from .agent import Graph
 from .cluster import Cluster, default_instance_id
@@ -409,7 +410,8 @@ class VoiceTrioApp:
                     await old.closed.wait()
             if self.shutting_down:
                 room.close(CloseCode.GOING_AWAY, "server shutting down")
-            await room.serve()
+            with logs.room_context(session_id, self.settings.instance_id):
+                await room.serve()
         finally:
             if self.rooms.get(session_id) is room:
                 del self.rooms[session_id]

@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
+from functools import partial
 
-from .config import ConfigError, Settings
+import trio
+
+from . import logs
+from .config import ConfigError, Settings, markdown_table
 
 __all__ = ["main"]
 
 
 def _settings_epilog() -> str:
-    rows = Settings.describe()
-    width = max(len(name) for name, _, _ in rows)
     lines = ["settings (environment variables, default in brackets):"]
-    for name, default, meaning in rows:
-        lines.append(f"  {name:<{width}}  {meaning} [{default}]")
+    for row in Settings.describe():
+        default = row.shown_default.strip("`")
+        if row.secret:  # never its value: only whether the environment sets it
+            default = "secret, " + (
+                "set" if os.environ.get(row.variable, "").strip() else "not set"
+            )
+        lines.append(f"  {row.variable}" + (f" [{default}]" if default else ""))
+        lines.extend(
+            textwrap.wrap(
+                row.description.replace("`", ""),
+                92,
+                initial_indent=" " * 6,
+                subsequent_indent=" " * 6,
+                break_on_hyphens=False,
+            )
+        )
     lines.append("")
     lines.append("A bad value stops start-up with a message naming the variable.")
+    lines.append("`voice-trio settings` shows the values in use; `voice-trio check` tries them.")
     return "\n".join(lines)
 
 
@@ -46,6 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="server processes sharing the port; each holds its own rooms [1]",
     )
+    shown = commands.add_parser(
+        "settings",
+        help="print the settings in use (secrets only as set or not)",
+        description="Print every setting as read from the environment, secrets only as "
+        "(set) or (not set); --markdown prints the README's configuration table instead.",
+    )
+    shown.add_argument(
+        "--markdown", action="store_true", help="the table of every setting, default and meaning"
+    )
+    check = commands.add_parser(
+        "check",
+        help="try the settings: embedded models, agent graph, Azure, Cartesia, Redis",
+        description="Validate the settings from the environment, load the embedded models "
+        "the configured brain and voice need (or say which are missing), build the agent "
+        "graph, open an Azure OpenAI Realtime session and close it at once, and have "
+        "Cartesia speak a short Vietnamese sentence with the configured voice, and PING "
+        "Redis when REDIS_URL is set. Prints a "
+        "table of what works; exits 1 when a check fails, 2 when a setting is invalid.",
+    )
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds per network step [10]")
     voices = commands.add_parser(
         "voices",
         help="list the Cartesia voices that speak a language (for CARTESIA_VOICE_ID)",
@@ -95,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        logs.configure(Settings.from_env())
+    except ConfigError:
+        logs.configure()  # the command says what is wrong with the settings
     if args.command == "serve":
         if args.workers < 1:
             print("voice-trio: --workers must be at least 1", file=sys.stderr)
@@ -112,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server import run
 
         return run(settings, host=args.host, port=args.port, workers=args.workers)
+    if args.command == "check":
+        return _check(args.timeout)
+    if args.command == "settings":
+        return _settings(markdown=args.markdown)
     if args.command == "voices":
         return _voices(args.language, args.query, args.limit)
     if args.command == "token":
@@ -119,6 +164,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "nginx-config":
         return _nginx_config(args.listen, args.backend, args.prefix)
     return 2
+
+
+def _check(timeout_s: float) -> int:
+    from .check import Result, render, run_checks
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.stdout.write(render([Result("settings", False, str(exc))]))
+        return 2
+    if timeout_s <= 0:
+        print("voice-trio: --timeout must be positive", file=sys.stderr)
+        return 2
+    results = trio.run(partial(run_checks, settings, timeout_s=timeout_s))
+    sys.stdout.write(render(results, settings))
+    return 1 if any(r.ok is False for r in results) else 0
+
+
+def _settings(*, markdown: bool) -> int:
+    if markdown:
+        sys.stdout.write(markdown_table())
+        return 0
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"voice-trio: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    rows = Settings.describe()
+    width = max(len(row.variable) for row in rows)
+    for row in rows:
+        value = settings.shown(row.name)
+        mark = " " if getattr(settings, row.name) == row.default else "*"
+        print(f"{mark} {row.variable:<{width}}  {value}")
+    print(f"* set in the environment; brain: {settings.brain}, voice: {settings.voice}")
+    return 0
 
 
 def _nginx_config(listen: str, backends: Sequence[str], prefix: str) -> int:

@@ -3,34 +3,41 @@
 Every field's environment variable is its name in upper case
 (``ws_outgoing_max`` <- ``WS_OUTGOING_MAX``). A bad value stops start-up with a
 :class:`ConfigError` that names the variable.
+
+Each setting is described once, in its field's ``msgspec.Meta(description=...)``:
+``voice-trio serve --help``, ``voice-trio settings`` and the README's
+configuration table (``voice-trio settings --markdown``) are all made from it.
 """
 
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from .errors import ConfigError
 
 __all__ = [
     "ConfigError",
     "OUTPUT_SAMPLE_RATE",
+    "SECRET_FIELDS",
     "SUPPORTED_INPUT_RATES",
+    "Setting",
     "Settings",
     "default_db_path",
+    "markdown_table",
 ]
 
 #: Rates a client may declare in ``session.config``; the room resamples to 24 kHz.
 SUPPORTED_INPUT_RATES = (8000, 16000, 24000, 48000)
 #: The room's internal and outgoing audio rate (PCM16 mono).
 OUTPUT_SAMPLE_RATE = 24000
-
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 def default_db_path() -> Path:
@@ -42,113 +49,428 @@ def default_db_path() -> Path:
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """What a server process runs with. Code may build one directly."""
 
-    # Outbound: bounded outbox per room (messages), and the size of audio chunks sent.
-    ws_outgoing_max: Positive = 64
-    ws_tts_chunk_bytes: Annotated[int, msgspec.Meta(ge=2, multiple_of=2)] = 9600
-    # Inbound: bounded audio queue per room (frames); the reader drops when it is full.
-    ws_incoming_audio_max: Positive = 50
-    # Any WebSocket message above this size closes the room with code 1009.
-    ws_max_message_bytes: Positive = 1_048_576
-    # One audio frame above this size gets an ``invalid_audio`` error (the room stays).
-    ws_max_audio_frame_bytes: Positive = 96_000
-    # A text turn longer than this gets a ``text_too_long`` error.
-    ws_max_text_chars: Positive = 4000
-    # A message sent in more frames than this closes the room with 1009.
-    ws_max_fragments: Positive = 1024
-    # A room whose outbox stays full this long is closed with 1013 (slow consumer).
-    slow_client_timeout_s: Seconds = 5.0
-    # The brain session is torn down after this long without activity.
-    upstream_idle_s: Seconds = 30.0
-    # The room closes (1000) after this long without activity.
-    session_idle_s: Seconds = 300.0
-    max_sessions: Positive = 10_000
-    # Open connections (WebSocket, HTTP, half-open heads) from one client address.
-    max_connections_per_ip: Positive = 256
-    # Open connections of the whole process; 0: the file-descriptor limit less a reserve.
-    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
-    # The listening socket's backlog (the kernel caps it at net.core.somaxconn).
-    listen_backlog: Positive = 1024
-    # Room tokens (HS256 JWT, voice_trio.security): set, every room needs one.
-    auth_secret: str = ""
-    # Serve rooms without tokens on a non-loopback address (refused at start otherwise).
-    allow_unauthenticated: bool = False
-    # Comma-separated browser origins that may open rooms; empty: the request's own host.
-    allowed_origins: str = ""
-    # Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For is believed.
-    trusted_proxies: str = ""
-    # Rooms open at once from one client address (429 at the handshake past it).
-    max_rooms_per_ip: Positive = 20
-    # WebSocket handshakes per client address: sustained per second, and the burst.
-    handshake_rate_per_ip: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-    handshake_burst_per_ip: Positive = 20
-    # Per room: inbound messages a second (sustained; twice that in a burst), and inbound
-    # audio as a multiple of real time (twice that in a burst: 8 s of audio at 4x). Over
-    # either: the excess is dropped with a `rate_limited` error; over them in this many
-    # seconds running: 1008.
-    room_message_rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0
-    room_audio_rate: Annotated[float, msgspec.Meta(gt=0)] = 4.0
-    rate_limit_close_s: Positive = 5
-    # Per-room ``metrics`` events, while the room is active.
-    room_metrics_interval_s: Seconds = 2.0
-    # On SIGTERM/SIGINT, how long running turns may go on before rooms close (1001).
-    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    # Garbage collector: thresholds set after start-up (when the start-up objects
-    # are also frozen out of collections); "off": Python's defaults, nothing frozen.
-    gc_thresholds: Annotated[str, msgspec.Meta(pattern=r"^(off|\d+,\d+,\d+)$")] = "50000,20,100"
-    # None: azure when the Azure settings are present, else local.
-    voice_brain: Literal["local", "azure", "echo"] | None = None
-    # None: local with the local brain; cartesia with azure when Cartesia is set, else none.
-    voice_tts: Literal["local", "cartesia", "none"] | None = None
-    voice_language: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] = "vi"
+    # The WebSocket: bounded queues and message limits.
+    ws_outgoing_max: Annotated[
+        int, Meta(ge=1, description="messages queued per room toward the client (the outbox bound)")
+    ] = 64
+    ws_tts_chunk_bytes: Annotated[
+        int,
+        Meta(
+            ge=2,
+            multiple_of=2,
+            description="bytes per assistant audio frame (even; 9600 = 200 ms at 24 kHz)",
+        ),
+    ] = 9600
+    ws_incoming_audio_max: Annotated[
+        int,
+        Meta(
+            ge=1, description="inbound audio frames queued per room; more are dropped and counted"
+        ),
+    ] = 50
+    ws_max_message_bytes: Annotated[
+        int, Meta(ge=1, description="a larger WebSocket message closes the room with 1009")
+    ] = 1_048_576
+    ws_max_audio_frame_bytes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="a larger audio frame gets an `invalid_audio` error (the room stays);"
+            " at most `WS_MAX_MESSAGE_BYTES`",
+        ),
+    ] = 96_000
+    ws_max_text_chars: Annotated[
+        int, Meta(ge=1, description="a longer text turn gets a `text_too_long` error")
+    ] = 4000
+    ws_max_fragments: Annotated[
+        int,
+        Meta(ge=1, description="a message sent in more frames than this closes the room with 1009"),
+    ] = 1024
+    slow_client_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0, description="an outbox full this long closes the room with 1013 (slow consumer)"
+        ),
+    ] = 5.0
+    upstream_idle_s: Annotated[
+        float, Meta(gt=0, description="idle seconds before the room's brain session is torn down")
+    ] = 30.0
+    session_idle_s: Annotated[
+        float, Meta(gt=0, description="idle seconds before the room closes with 1000")
+    ] = 300.0
+    max_sessions: Annotated[
+        int, Meta(ge=1, description="rooms per process; more are refused with 1013")
+    ] = 10_000
+
+    # The front door: connections, tokens, origins, rates.
+    max_connections_per_ip: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="open connections (rooms, HTTP, heads still arriving) from one client"
+            " address (IPv6: its /64); more are closed at accept",
+        ),
+    ] = 256
+    max_connections: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="open connections per process; 0: the open-file limit (raised to its "
+            "hard limit at start) less 256, less one per room with the azure "
+            "brain",
+        ),
+    ] = 0
+    listen_backlog: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="the listening socket's backlog (the kernel caps it at "
+            "`net.core.somaxconn`)",
+        ),
+    ] = 1024
+    auth_secret: Annotated[
+        str,
+        Meta(
+            description="the HS256 key (at least 32 bytes, e.g. `openssl rand -hex 32`) that "
+            'signs room tokens; set: every room needs a token (see "Security"; '
+            "a secret: never shown)"
+        ),
+    ] = ""
+    allow_unauthenticated: Annotated[
+        bool,
+        Meta(
+            description="serve rooms without tokens on a non-loopback address (else `serve` "
+            "refuses to start)"
+        ),
+    ] = False
+    allowed_origins: Annotated[
+        str,
+        Meta(
+            description="comma-separated browser origins that may open rooms; empty: a page's"
+            " `Origin` must name the request's own host"
+        ),
+    ] = ""
+    trusted_proxies: Annotated[
+        str,
+        Meta(
+            description="comma-separated addresses or CIDRs of proxies whose `X-Forwarded-"
+            "For` / `X-Real-IP` name the client (and which are not capped per "
+            "address at accept)"
+        ),
+    ] = ""
+    max_rooms_per_ip: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="rooms open at once from one client address; more get HTTP 429 at the"
+            " handshake",
+        ),
+    ] = 20
+    handshake_rate_per_ip: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="WebSocket handshakes a second per client address, sustained (a token"
+            " bucket)",
+        ),
+    ] = 2.0
+    handshake_burst_per_ip: Annotated[
+        int,
+        Meta(ge=1, description="WebSocket handshakes per client address in a burst; more get 429"),
+    ] = 20
+    room_message_rate: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="inbound messages a second per room, sustained (twice that in a "
+            "burst); the excess is dropped with a `rate_limited` error",
+        ),
+    ] = 100.0
+    room_audio_rate: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="inbound audio per room, in multiples of real time (twice that in a "
+            "burst); the excess is dropped with a `rate_limited` error",
+        ),
+    ] = 4.0
+    rate_limit_close_s: Annotated[
+        int,
+        Meta(
+            ge=1, description="seconds running over a room's limits before it is closed with 1008"
+        ),
+    ] = 5
+
+    # The process: metrics, shutdown, memory, logs.
+    room_metrics_interval_s: Annotated[
+        float,
+        Meta(gt=0, description="seconds between a room's `metrics` events while it is active"),
+    ] = 2.0
+    shutdown_grace_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="seconds running turns may go on after SIGTERM or SIGINT before rooms"
+            " close with 1001",
+        ),
+    ] = 10.0
+    gc_thresholds: Annotated[
+        str,
+        Meta(
+            pattern=r"^(off|\d+,\d+,\d+)$",
+            description="the garbage collector's thresholds, set after start-up, when the "
+            "start-up objects are frozen; after that everything tracked is frozen"
+            " once a second (closed rooms are freed by reference counting), so a "
+            "collection walks only objects under a second old; a backstop runs "
+            "one full collection, with a warning, if frozen objects outgrow the "
+            "rooms (`off`: Python's defaults, nothing frozen)",
+        ),
+    ] = "50000,20,100"
+    log_format: Annotated[
+        Literal["json", "text"] | None,
+        Meta(
+            description="`json`: one JSON object a line; `text`: readable lines; empty: "
+            "`text` when the log stream (stderr) is a terminal, else `json` (see "
+            '"Logs")'
+        ),
+    ] = None
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        Meta(
+            description="the level of voice-trio's own loggers (other libraries log warnings "
+            "and worse)"
+        ),
+    ] = "info"
+
+    # The brain and the voice.
+    voice_brain: Annotated[
+        Literal["local", "azure", "echo"] | None,
+        Meta(
+            description="the brain: `local` (embedded, offline), `azure` (Azure OpenAI "
+            "Realtime) or `echo` (diagnostic); empty: `azure` when the three "
+            "`AZURE_OPENAI_*` settings are set, else `local`"
+        ),
+    ] = None
+    voice_tts: Annotated[
+        Literal["local", "cartesia", "none"] | None,
+        Meta(
+            description="the voice: `local` (eSpeak NG), `cartesia` or `none` (the brain's "
+            "own audio); empty: `local` with the local brain, `cartesia` with "
+            "azure when the Cartesia key and voice are set, else `none`"
+        ),
+    ] = None
+    voice_language: Annotated[
+        str, Meta(min_length=2, max_length=16, description="language passed to the brain and voice")
+    ] = "vi"
+
     # The embedded brain and voice (VOICE_BRAIN=local, VOICE_TTS=local).
-    asr_model_dir: str = ""
-    asr_workers: Positive = 1
-    asr_cpu_threads: Positive = 2
-    asr_queue_max: Positive = 32
-    asr_max_wait_s: Seconds = 8.0
-    asr_partial_interval_s: Seconds = 1.5
-    asr_window_pad_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 5.0
-    vad_end_silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] = 500
-    tts_voice: Literal["vi", "vi-vn-x-central", "vi-vn-x-south"] = "vi"
-    tts_speed_wpm: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
-    agent_db_path: str = ""
-    agent_greeting: bool = True
+    asr_model_dir: Annotated[
+        str,
+        Meta(
+            description="where the Whisper model is assembled from its packages (once); "
+            "empty: `~/.cache/voice-trio/whisper-base` (under `XDG_CACHE_HOME` "
+            "when set)"
+        ),
+    ] = ""
+    asr_workers: Annotated[
+        int, Meta(ge=1, description="speech recognitions running at once (worker threads)")
+    ] = 1
+    asr_cpu_threads: Annotated[int, Meta(ge=1, description="CPU threads per recognition")] = 2
+    asr_queue_max: Annotated[
+        int,
+        Meta(
+            ge=1, description="rooms waiting for recognition before a turn gets an `asr_busy` error"
+        ),
+    ] = 32
+    asr_max_wait_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="a turn that waited this long for recognition gets an `asr_timeout` error",
+        ),
+    ] = 8.0
+    asr_partial_interval_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="seconds of new speech between partial transcripts (after 2 s of speech)",
+        ),
+    ] = 1.5
+    asr_window_pad_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=30,
+            description="padding after the speech in Whisper's encoder window (30: Whisper's "
+            "full 30 s window, ~4x slower)",
+        ),
+    ] = 5.0
+    vad_end_silence_ms: Annotated[
+        int, Meta(ge=100, le=5000, description="silence that ends the user's turn (server VAD)")
+    ] = 500
+    tts_voice: Annotated[
+        Literal["vi", "vi-vn-x-central", "vi-vn-x-south"],
+        Meta(
+            description="eSpeak NG voice: `vi`, `vi-vn-x-central`, `vi-vn-x-south` (a room "
+            "may pick one with `session.config` `voice`)"
+        ),
+    ] = "vi"
+    tts_speed_wpm: Annotated[
+        int,
+        Meta(ge=80, le=450, description="speaking rate of the embedded voice, words per minute"),
+    ] = 175
+    agent_db_path: Annotated[
+        str,
+        Meta(
+            description="the demo receptionist's SQLite file; empty: `~/.local/share/voice-"
+            "trio/appointments.sqlite3` (under `XDG_DATA_HOME` when set)"
+        ),
+    ] = ""
+    agent_greeting: Annotated[
+        bool, Meta(description="the local brain greets when a conversation opens")
+    ] = True
+
     # Azure OpenAI Realtime (VOICE_BRAIN=azure).
-    azure_openai_endpoint: str = ""
-    azure_openai_api_key: str = ""
-    azure_openai_deployment: str = ""
-    # Empty: the GA URL form; a preview version (e.g. 2025-04-01-preview): the preview form.
-    azure_openai_api_version: str = ""
-    azure_voice: str = "alloy"
-    azure_session_max_s: Annotated[float, msgspec.Meta(ge=60, le=1800)] = 1500.0
+    azure_openai_endpoint: Annotated[
+        str,
+        Meta(
+            description="`https://<resource>.openai.azure.com`; `http://host:port` talks "
+            "plain ws (a local proxy or stand-in)"
+        ),
+    ] = ""
+    azure_openai_api_key: Annotated[
+        str,
+        Meta(
+            description="the Azure OpenAI key, sent as the `api-key` header (a secret: never shown)"
+        ),
+    ] = ""
+    azure_openai_deployment: Annotated[
+        str, Meta(description="the realtime model deployment, e.g. `gpt-realtime`")
+    ] = ""
+    azure_openai_api_version: Annotated[
+        str,
+        Meta(
+            description="empty: the GA URL (`/openai/v1/realtime?model=`); a preview version "
+            "(e.g. `2025-04-01-preview`): the preview URL"
+        ),
+    ] = ""
+    azure_voice: Annotated[
+        str,
+        Meta(description="Azure's own voice, when no TTS voice is configured (`VOICE_TTS=none`)"),
+    ] = "alloy"
+    azure_session_max_s: Annotated[
+        float,
+        Meta(
+            ge=60,
+            le=1800,
+            description="a room moves to a fresh Azure session after this long (Azure ends "
+            "sessions at 30 min)",
+        ),
+    ] = 1500.0
+
     # Cartesia streaming TTS (VOICE_TTS=cartesia).
-    cartesia_api_key: str = ""
-    cartesia_voice_id: str = ""
-    cartesia_model: str = "sonic-3"
-    cartesia_base_url: str = "https://api.cartesia.ai"
-    cartesia_version: str = "2025-04-16"
-    cartesia_max_sockets: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    # A provider reply owed and silent this long is given up (the session or context replaced).
-    azure_stall_timeout_s: Seconds = 20.0
-    cartesia_stall_timeout_s: Seconds = 15.0
-    # One circuit breaker per provider per process: it opens after this many failures
-    # in a row, for this long (rooms get an error at once), then lets one probe through.
-    provider_breaker_threshold: Positive = 5
-    provider_breaker_cooldown_s: Seconds = 30.0
-    # Many instances (voice_trio.cluster): set, presence and the cross-instance kick
-    # run through this Redis; empty: a single instance, nothing is sent anywhere.
-    redis_url: str = ""
-    # This instance's name in Redis; empty: hostname:port under voice-trio serve
-    # (hostname:pid under another server); a worker of --workers appends its pid.
-    instance_id: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^@\s]*$")] = ""
-    redis_prefix: Annotated[str, msgspec.Meta(max_length=100)] = "voice-trio:"
-    # Deadline of each Redis call on a room's path; past it the room goes on as on
-    # a single instance.
-    redis_timeout_s: Seconds = 0.2
-    # A room's presence key lives this long unless refreshed; all of an instance's
-    # keys are refreshed together this often.
-    presence_ttl_s: Annotated[int, msgspec.Meta(ge=2)] = 20
-    presence_refresh_s: Seconds = 5.0
+    cartesia_api_key: Annotated[
+        str, Meta(description="the Cartesia key (a secret: never shown)")
+    ] = ""
+    cartesia_voice_id: Annotated[
+        str,
+        Meta(
+            description="the Cartesia voice (a UUID; `voice-trio voices` lists those that "
+            "speak Vietnamese)"
+        ),
+    ] = ""
+    cartesia_model: Annotated[
+        str, Meta(description="the Cartesia model; `sonic-3` and `sonic-3.5` speak Vietnamese")
+    ] = "sonic-3"
+    cartesia_base_url: Annotated[
+        str, Meta(description="Cartesia's address; `ws://host:port` for a local stand-in")
+    ] = "https://api.cartesia.ai"
+    cartesia_version: Annotated[str, Meta(description="the `Cartesia-Version` header")] = (
+        "2025-04-16"
+    )
+    cartesia_max_sockets: Annotated[
+        int,
+        Meta(
+            ge=1, le=64, description="Cartesia sockets per process; all rooms' contexts share them"
+        ),
+    ] = 4
+
+    # Providers' failures.
+    azure_stall_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="an Azure session owed a reply and silent this long is given up "
+            "(`upstream_stalled`) and replaced",
+        ),
+    ] = 20.0
+    cartesia_stall_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="a Cartesia context owed audio and silent this long fails (`tts_stalled`)",
+        ),
+    ] = 15.0
+    provider_breaker_threshold: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="failures in a row that open a provider's circuit breaker (one per "
+            "provider per process)",
+        ),
+    ] = 5
+    provider_breaker_cooldown_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="seconds an open breaker refuses at once, before it lets one probe through",
+        ),
+    ] = 30.0
+
+    # Many instances (voice_trio.cluster).
+    redis_url: Annotated[
+        str,
+        Meta(
+            description="`redis://host:port/db`: presence of sessions and the cross-instance "
+            'kick through this Redis (see "Many instances"); empty: a single '
+            "instance, nothing sent anywhere (may hold a password: never shown)"
+        ),
+    ] = ""
+    instance_id: Annotated[
+        str,
+        Meta(
+            max_length=200,
+            pattern=r"^[^@\s]*$",
+            description="this instance's name in Redis, `/healthz`, `session.ready` and every"
+            " log line; empty: `hostname:port` under `voice-trio serve` "
+            "(`hostname:pid` under another ASGI server); a worker of `--workers` "
+            "appends `:pid`",
+        ),
+    ] = ""
+    redis_prefix: Annotated[
+        str,
+        Meta(
+            max_length=100, description="prefix of every Redis key and channel of this deployment"
+        ),
+    ] = "voice-trio:"
+    redis_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="deadline of a Redis call on a room's path; past it the room goes on "
+            "as on a single instance (counted)",
+        ),
+    ] = 0.2
+    presence_ttl_s: Annotated[
+        int, Meta(ge=2, description="seconds a room's presence key lives unless refreshed")
+    ] = 20
+    presence_refresh_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="seconds between two refreshes of all of an instance's presence keys "
+            "(at most half of `PRESENCE_TTL_S`)",
+        ),
+    ] = 5.0
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
@@ -218,13 +540,62 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             raise ConfigError(_name_the_variable(str(exc), raw)) from None
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(variable, default, meaning) for every setting, for ``--help``."""
-        defaults = cls()
+    def describe(cls) -> list[Setting]:
+        """Every setting with its default and its description, in field order."""
+        hints = typing.get_type_hints(cls, include_extras=True)
         rows = []
         for name in cls.__struct_fields__:
-            rows.append((name.upper(), str(getattr(defaults, name)), _HELP.get(name, "")))
+            metas = [m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Meta)]
+            description = " ".join(m.description for m in metas if m.description)
+            rows.append(Setting(name, getattr(_DEFAULTS, name), description))
         return rows
+
+    def shown(self, name: str) -> str:
+        """The value of setting ``name`` as it may be printed: a secret only as set or not."""
+        value = getattr(self, name)
+        if name in SECRET_FIELDS:
+            return "(set)" if value else "(not set)"
+        return _plain(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of :meth:`Settings.describe`."""
+
+    name: str
+    default: Any
+    description: str
+
+    @property
+    def variable(self) -> str:
+        return self.name.upper()
+
+    @property
+    def secret(self) -> bool:
+        return self.name in SECRET_FIELDS
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the README writes it: code in backticks, empty as nothing."""
+        text = _plain(self.default)
+        return f"`{text}`" if isinstance(self.default, str) and text else text
+
+
+def _plain(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The README's configuration table (``voice-trio settings --markdown``)."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for row in Settings.describe():
+        default = f" {row.shown_default} " if row.shown_default else " "
+        lines.append(f"| `{row.variable}` |{default}| {row.description} |")
+    return "\n".join(lines) + "\n"
 
 
 #: Settings whose values are secrets: never printed, logged or shown as a default.
@@ -243,71 +614,3 @@ def _name_the_variable(message: str, raw: Mapping[str, str]) -> str:
     field = where.rstrip("`")
     shown = "<secret>" if field in SECRET_FIELDS else repr(raw.get(field, ""))
     return f"{field.upper()}={shown} is not valid: {reason}"
-
-
-_HELP = {
-    "ws_outgoing_max": "messages queued per room toward the client",
-    "ws_tts_chunk_bytes": "bytes per assistant audio frame (even; 9600 = 200 ms)",
-    "ws_incoming_audio_max": "inbound audio frames queued per room before dropping",
-    "ws_max_message_bytes": "larger WebSocket messages close the room with 1009",
-    "ws_max_audio_frame_bytes": "larger audio frames get an invalid_audio error",
-    "ws_max_text_chars": "longer text turns get a text_too_long error",
-    "ws_max_fragments": "a message in more frames than this closes the room with 1009",
-    "slow_client_timeout_s": "outbox full this long closes the room with 1013",
-    "upstream_idle_s": "idle seconds before the brain session is torn down",
-    "session_idle_s": "idle seconds before the room closes with 1000",
-    "max_sessions": "rooms per process; more are refused with 1013",
-    "max_connections_per_ip": "open connections per client address; more are refused at accept",
-    "max_connections": "open connections per process; 0: the fd limit less a reserve",
-    "listen_backlog": "the listening socket's backlog (capped by net.core.somaxconn)",
-    "auth_secret": "HS256 key (32+ bytes) for room tokens; set: every room needs a token",
-    "allow_unauthenticated": "serve rooms without tokens on a non-loopback address (true/false)",
-    "allowed_origins": "comma-separated origins that may open rooms; empty: the request's host",
-    "trusted_proxies": "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is used",
-    "max_rooms_per_ip": "rooms open at once from one client address; more get 429",
-    "handshake_rate_per_ip": "WebSocket handshakes per second per client address, sustained",
-    "handshake_burst_per_ip": "WebSocket handshakes per client address in a burst",
-    "room_message_rate": "inbound messages per second per room (twice that in a burst)",
-    "room_audio_rate": "inbound audio per room, in multiples of real time (2 s of it in a burst)",
-    "rate_limit_close_s": "seconds running over a room's limits before it closes with 1008",
-    "room_metrics_interval_s": "seconds between per-room metrics events",
-    "shutdown_grace_s": "seconds running turns may finish on SIGTERM",
-    "gc_thresholds": "gen0,gen1,gen2 collector thresholds after start-up; off: defaults",
-    "voice_brain": "the brain: local, azure or echo; empty: azure if its settings are set",
-    "voice_tts": "the voice: local, cartesia or none; empty: chosen by the brain",
-    "voice_language": "language code passed to the brain and voice",
-    "asr_model_dir": "where the Whisper model is assembled; empty: ~/.cache/voice-trio",
-    "asr_workers": "speech recognitions running at once (worker threads)",
-    "asr_cpu_threads": "CPU threads per speech recognition",
-    "asr_queue_max": "rooms waiting for recognition before new turns are refused",
-    "asr_max_wait_s": "a turn that waited this long for recognition gets an error",
-    "asr_partial_interval_s": "seconds of new speech between partial transcripts",
-    "asr_window_pad_s": "padding after the speech in Whisper's window; 30: the full window",
-    "vad_end_silence_ms": "silence that ends the user's turn (server VAD)",
-    "tts_voice": "eSpeak NG voice: vi, vi-vn-x-central or vi-vn-x-south",
-    "tts_speed_wpm": "speaking rate of the embedded voice, words per minute",
-    "agent_db_path": "SQLite file of the demo receptionist; empty: ~/.local/share/voice-trio",
-    "agent_greeting": "the local brain greets when a conversation opens (true/false)",
-    "azure_openai_endpoint": "https://<resource>.openai.azure.com (http://host:port: plain ws)",
-    "azure_openai_api_key": "the Azure OpenAI key (sent as the api-key header)",
-    "azure_openai_deployment": "the realtime model deployment, e.g. gpt-realtime",
-    "azure_openai_api_version": "empty: the GA URL; a preview version: the preview URL",
-    "azure_voice": "Azure's voice when it speaks itself (VOICE_TTS=none)",
-    "azure_session_max_s": "rotate to a fresh Azure session after this long (Azure cuts at 30 min)",
-    "cartesia_api_key": "the Cartesia key",
-    "cartesia_voice_id": "the Cartesia voice (a UUID)",
-    "cartesia_model": "the Cartesia model; sonic-3 speaks Vietnamese",
-    "cartesia_base_url": "https://api.cartesia.ai (ws://host:port for a local stand-in)",
-    "cartesia_version": "the Cartesia-Version header",
-    "cartesia_max_sockets": "Cartesia sockets per process, shared by all rooms",
-    "azure_stall_timeout_s": "an Azure reply silent this long is given up; the session replaced",
-    "cartesia_stall_timeout_s": "a Cartesia context silent this long fails (tts_stalled)",
-    "provider_breaker_threshold": "failures in a row that open a provider's circuit breaker",
-    "provider_breaker_cooldown_s": "seconds an open breaker refuses before one probe",
-    "redis_url": "redis://host:port/db: presence and cross-instance kick; empty: one instance",
-    "instance_id": "this instance's name in Redis; empty: hostname:port (workers add :pid)",
-    "redis_prefix": "prefix of every Redis key and channel of this deployment",
-    "redis_timeout_s": "deadline of a Redis call on a room's path (then: as one instance)",
-    "presence_ttl_s": "seconds a room's presence key lives unless refreshed",
-    "presence_refresh_s": "seconds between two refreshes of all of an instance's presence keys",
-}

@@ -61,6 +61,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr
 
+from . import logs
 from ._hypercorn import FrontDoorConfig
 from .app import VoiceTrioApp
 from .config import Settings
@@ -580,13 +581,14 @@ class _FrontDoor:
             max_fragments=app.settings.ws_max_fragments,
             buffered=handshake.rest,
         )
-        try:
-            await app.serve_room(session_id, ws)
-        except Exception:
-            # A room's failure ends that room only: log it, close 1011, go on.
-            log.exception("room %s failed", session_id)
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+        with logs.room_context(session_id, app.settings.instance_id):
+            try:
+                await app.serve_room(session_id, ws)
+            except Exception:
+                # A room's failure ends that room only: log it, close 1011, go on.
+                log.exception("room %s failed", session_id)
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
 
 
 def _is_probe(data: bytes) -> bool:
@@ -687,8 +689,9 @@ def _somaxconn() -> int | None:
 
 
 def _worker(host: str, port: int, sockets: Sockets) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
-    app = VoiceTrioApp(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings)
+    app = VoiceTrioApp(settings)
     trio.run(partial(serve, app, host=host, port=port, sockets=sockets))
 
 
