@@ -32,7 +32,7 @@ from voice_trio.record import (
     UserTurn,
 )
 from voice_trio.security import mint_token
-from voice_trio.transcripts import StoreRecorder, TranscriptStore, mint_admin_token
+from voice_trio.transcripts import StoreRecorder, TranscriptStore, mint_admin_token, read_session
 
 from .support import BOTH_PATHS, RunningServer, prom_samples, running_server
 
@@ -274,3 +274,25 @@ def test_the_settings_check_what_the_sinks_need() -> None:
         Settings(azure_openai_chat_deployment="gpt-4o-mini")
     shown = repr(Settings(celery_broker_url="redis://:hunter2@host:6379/1"))
     assert "hunter2" not in shown
+
+
+async def test_records_handed_over_just_before_the_server_stops_are_written(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.sqlite3"
+    async with running_server(transcript_db_path=str(db)) as server:
+        for i in range(20):
+            conversation(server.app.recorder, f"last-{i}")
+    # The lifespan's end flushed the backlog: every call whole, with its results.
+    for i in range(20):
+        found = read_session(db, f"last-{i}")
+        assert found is not None
+        assert_whole(found, f"last-{i}")
+        assert found["usage"]["recorded_by"] == ["server"] and found["booking_code"] == "482913"
+
+
+async def test_a_server_that_holds_no_room_writes_no_file(tmp_path: Path) -> None:
+    db = tmp_path / "never" / "t.sqlite3"
+    async with running_server(transcript_db_path=str(db)) as server:
+        assert (await server.get("/v1/sessions/anyone")).status_code == 404
+    assert not db.exists()

@@ -347,22 +347,31 @@ class JobQueue:
         while True:
             await self.backlog.wait()
             batch = [record for record, _ in self.backlog.take(SEND_BATCH)]
-            # The thread cannot be cancelled: it is given up (abandoned) at the deadline,
-            # and its sends bounded by the broker timeouts.
-            with trio.move_on_after(self.timeout_s * 2 + 1) as scope:
-                try:
-                    sent = await trio.to_thread.run_sync(
-                        self._send, batch, limiter=self._limiter, abandon_on_cancel=True
-                    )
-                except Exception as exc:
-                    self._drop(batch, type(exc).__name__)
-                    await trio.sleep(BACKOFF_S)
-                    continue
-            if scope.cancelled_caught:
-                self._drop(batch, "broker too slow")
+            try:
+                failure = await self._send_batch(batch)
+            except BaseException:
+                # Stopping mid-send: whether or not the broker has them, the store
+                # writes their results (the same rows a worker would write).
+                for record in batch:
+                    self._fallback(record)
+                raise
+            if failure is not None:
+                self._drop(batch, failure)
                 await trio.sleep(BACKOFF_S)
-                continue
-            self.sent += sent
+
+    async def _send_batch(self, batch: list[RoomClosed]) -> str | None:
+        """Send one batch; None, or why it failed."""
+        # The thread cannot be cancelled: it is given up (abandoned) at the deadline,
+        # and its sends bounded by the broker timeouts.
+        with trio.move_on_after(self.timeout_s * 2 + 1):
+            try:
+                self.sent += await trio.to_thread.run_sync(
+                    self._send, batch, limiter=self._limiter, abandon_on_cancel=True
+                )
+                return None
+            except Exception as exc:
+                return type(exc).__name__
+        return "broker too slow"
 
     def _send(self, batch: list[RoomClosed]) -> int:
         if self._producer is None:

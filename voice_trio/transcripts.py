@@ -478,7 +478,8 @@ class StoreRecorder:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drain the backlog until cancelled; then flush what is left (at most a few seconds)."""
-        await trio.to_thread.run_sync(self.store.connect, limiter=self._limiter)
+        # The file is made at the first record, not at start-up (a server that never
+        # holds a room writes nothing).
         task_status.started()
         try:
             while True:
@@ -503,12 +504,17 @@ class StoreRecorder:
         results = [item.record for item, _ in batch if isinstance(item, _Results)]
         try:
             await trio.to_thread.run_sync(self._write, records, results, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            # A full disk or a locked file: keep the batch, try again in a while.
+        except (sqlite3.Error, OSError) as exc:
+            # A full disk, a locked file, a directory that cannot be made: keep the
+            # batch (the backlog's bound still holds for new records), try again.
             self._log.log("write", "transcript write failed (%s); retrying", exc)
             self.backlog.put_back(batch)
             await trio.sleep(1.0)
             return
+        except BaseException:
+            # Cancelled before the thread began (it cannot be once begun): not written.
+            self.backlog.put_back(batch)
+            raise
         self.written += len(records)
         if self.committed is not None:
             for record in records:
