@@ -296,3 +296,29 @@ async def test_a_server_that_holds_no_room_writes_no_file(tmp_path: Path) -> Non
     async with running_server(transcript_db_path=str(db)) as server:
         assert (await server.get("/v1/sessions/anyone")).status_code == 404
     assert not db.exists()
+
+
+async def test_without_auth_secret_transcripts_are_served_on_loopback_only(tmp_path: Path) -> None:
+    """Under a plain ASGI server bound to a public address (``voice-trio serve`` refuses
+    to start there without AUTH_SECRET), the endpoint refuses as the handshake does."""
+    from voice_trio.app import VoiceTrioApp
+
+    db = tmp_path / "t.sqlite3"
+    store = TranscriptStore(db)
+    store.write([UserTurn(session_id="open-1", text="Xin chào", source="text",
+                          started_at=None, ended_at=time.time())])  # fmt: skip
+    store.close()
+    app = VoiceTrioApp(Settings(voice_brain="echo", transcript_db_path=str(db)))
+    for host, status in (("10.1.2.3", 403), ("127.0.0.1", 200)):
+        transport = httpx.ASGITransport(app=app)  # the scope's server is the URL's host
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as client:
+            assert (await client.get("/v1/sessions/open-1")).status_code == status
+    opened = VoiceTrioApp(
+        Settings(voice_brain="echo", transcript_db_path=str(db), allow_unauthenticated=True)
+    )
+    transport = httpx.ASGITransport(app=opened)
+    async with httpx.AsyncClient(transport=transport, base_url="http://10.1.2.3") as client:
+        response = await client.get("/v1/sessions/open-1")
+        assert (
+            response.status_code == 200 and response.json()["transcript"][0]["text"] == "Xin chào"
+        )
