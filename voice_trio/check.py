@@ -152,7 +152,7 @@ async def _espeak(settings: Settings) -> Result:
 
 
 async def _agent(settings: Settings) -> Result:
-    from .agent import build_receptionist
+    from .demo import build_receptionist
 
     path = settings.agent_db_path or default_db_path()
     try:

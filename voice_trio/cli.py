@@ -100,10 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
         "exp) for /ws/SESSION_ID?token=..., signed with AUTH_SECRET from the environment. "
         "In code: voice_trio.mint_token(secret, session_id, ttl_s=...).",
     )
-    token.add_argument("session_id", metavar="SESSION_ID", help="the room's session id")
+    token.add_argument("session_id", metavar="SESSION_ID", nargs="?", help="the room's session id")
+    token.add_argument(
+        "--admin",
+        action="store_true",
+        help="an admin token instead: reads any session's transcript (GET /v1/sessions/...), "
+        "opens no room",
+    )
     token.add_argument(
         "--ttl", type=float, default=3600.0, help="seconds the token is valid [3600]"
     )
+    session = commands.add_parser(
+        "session",
+        help="print a session's transcript, summary and usage as JSON",
+        description="Print what GET /v1/sessions/SESSION_ID answers, read from "
+        "TRANSCRIPT_DB_PATH (exit 1 for an unknown session).",
+    )
+    session.add_argument("session_id", metavar="SESSION_ID", help="the session id")
+    worker = commands.add_parser(
+        "worker",
+        help="run a Celery worker for the background jobs (CELERY_BROKER_URL)",
+        description="Run `celery -A voice_trio.jobs worker` with the settings from the "
+        "environment: summaries and usage records of closed rooms, written into "
+        "TRANSCRIPT_DB_PATH (the server's file). Arguments after -- go to Celery.",
+    )
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, help="Celery's worker options")
     nginx = commands.add_parser(
         "nginx-config",
         help="print an nginx.conf that keeps each session on one of several instances",
@@ -160,7 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "voices":
         return _voices(args.language, args.query, args.limit)
     if args.command == "token":
-        return _token(args.session_id, args.ttl)
+        return _token(args.session_id, args.ttl, admin=args.admin)
+    if args.command == "session":
+        return _session(args.session_id)
+    if args.command == "worker":
+        return _worker(args.celery_args)
     if args.command == "nginx-config":
         return _nginx_config(args.listen, args.backend, args.prefix)
     return 2
@@ -231,8 +256,43 @@ def unauthenticated_bind(settings: Settings, host: str) -> str | None:
     )
 
 
-def _token(session_id: str, ttl_s: float) -> int:
+def _session(session_id: str) -> int:
+    import json
+
+    from .transcripts import read_session
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"voice-trio: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    found = read_session(settings.transcript_db_path or None, session_id)
+    if found is None:
+        print(f"voice-trio: no session {session_id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(found, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _worker(celery_args: Sequence[str]) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"voice-trio: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if not settings.celery_broker_url:
+        print("voice-trio: set CELERY_BROKER_URL (redis://host:port/db)", file=sys.stderr)
+        return 2
+    from .jobs import make_app
+
+    extra = [a for a in celery_args if a != "--"]
+    make_app().worker_main(["worker", "--loglevel=INFO", *extra])
+    return 0
+
+
+def _token(session_id: str | None, ttl_s: float, *, admin: bool = False) -> int:
     from .security import mint_token, session_id_of
+    from .transcripts import mint_admin_token
 
     try:
         settings = Settings.from_env()
@@ -242,11 +302,14 @@ def _token(session_id: str, ttl_s: float) -> int:
     if not settings.auth_secret:
         print("voice-trio: set AUTH_SECRET to sign room tokens", file=sys.stderr)
         return 2
-    if session_id_of(f"/ws/{session_id}") is None:
-        print("voice-trio: a session id is 1 to 128 of A-Z a-z 0-9 _ -", file=sys.stderr)
-        return 2
     if ttl_s <= 0:
         print("voice-trio: --ttl must be positive", file=sys.stderr)
+        return 2
+    if admin:
+        print(mint_admin_token(settings.auth_secret, ttl_s=ttl_s))
+        return 0
+    if session_id is None or session_id_of(f"/ws/{session_id}") is None:
+        print("voice-trio: a session id is 1 to 128 of A-Z a-z 0-9 _ -", file=sys.stderr)
         return 2
     print(mint_token(settings.auth_secret, session_id, ttl_s=ttl_s))
     return 0

@@ -40,10 +40,15 @@ SUPPORTED_INPUT_RATES = (8000, 16000, 24000, 48000)
 OUTPUT_SAMPLE_RATE = 24000
 
 
+def data_dir() -> Path:
+    """Where voice-trio keeps its files by default: ``$XDG_DATA_HOME/voice-trio``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "voice-trio"
+
+
 def default_db_path() -> Path:
     """Where the demo receptionist keeps its appointments when AGENT_DB_PATH is empty."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "voice-trio" / "appointments.sqlite3"
+    return data_dir() / "appointments.sqlite3"
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -471,6 +476,69 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "(at most half of `PRESENCE_TTL_S`)",
         ),
     ] = 5.0
+    # Out of band (issue #14: voice_trio.transcripts, voice_trio.jobs, voice_trio.analytics).
+    transcripts: Annotated[
+        bool,
+        Meta(description="keep every room's transcript in TRANSCRIPT_DB_PATH (true/false)"),
+    ] = True
+    transcript_db_path: Annotated[
+        str,
+        Meta(
+            description="SQLite file of transcripts, summaries and usage; "
+            "empty: ~/.local/share/voice-trio"
+        ),
+    ] = ""
+    transcript_queue_bytes: Annotated[
+        int,
+        Meta(ge=65_536, description="bytes of records waiting for the transcript writer"),
+    ] = 8_388_608
+    celery_broker_url: Annotated[
+        str,
+        Meta(
+            description="redis://host:port/db: summaries and usage as Celery jobs; "
+            "empty: written by the server"
+        ),
+    ] = ""
+    jobs_queue_bytes: Annotated[
+        int, Meta(ge=4096, description="bytes of jobs waiting for the broker")
+    ] = 1_048_576
+    jobs_timeout_s: Annotated[
+        float,
+        Meta(gt=0, description="seconds a broker call may take before its jobs drop"),
+    ] = 2.0
+    azure_openai_chat_deployment: Annotated[
+        str,
+        Meta(description="an Azure chat deployment that writes Vietnamese summaries (the worker)"),
+    ] = ""
+    azure_openai_chat_api_version: Annotated[
+        str, Meta(description="api-version of the chat completions calls")
+    ] = "2024-10-21"
+    analytics_sink: Annotated[
+        Literal["none", "redis", "kafka"],
+        Meta(description="room and turn events to: none, redis (a stream) or kafka"),
+    ] = "none"
+    analytics_redis_url: Annotated[
+        str, Meta(description="the events' Redis (ANALYTICS_SINK=redis); empty: REDIS_URL")
+    ] = ""
+    analytics_stream: Annotated[
+        str, Meta(min_length=1, description="the Redis stream of the events")
+    ] = "voice-trio:events"
+    analytics_stream_maxlen: Annotated[
+        int, Meta(ge=1000, description="events the Redis stream keeps (MAXLEN ~)")
+    ] = 1_000_000
+    kafka_bootstrap_servers: Annotated[
+        str, Meta(description="host:port,... of Kafka (ANALYTICS_SINK=kafka)")
+    ] = ""
+    kafka_topic: Annotated[str, Meta(min_length=1, description="the Kafka topic of the events")] = (
+        "voice-trio.events"
+    )
+    analytics_queue_bytes: Annotated[
+        int, Meta(ge=4096, description="bytes of events waiting for the sink")
+    ] = 4_194_304
+    analytics_timeout_s: Annotated[
+        float,
+        Meta(gt=0, description="seconds an event may take to reach the sink, then dropped"),
+    ] = 5.0
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
@@ -481,6 +549,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             raise ConfigError("PRESENCE_REFRESH_S must be at most half of PRESENCE_TTL_S")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.celery_broker_url and not self.transcripts:
+            raise ConfigError("CELERY_BROKER_URL needs TRANSCRIPTS=true (the jobs read them)")
+        if self.analytics_sink == "redis" and not (self.analytics_redis_url or self.redis_url):
+            raise ConfigError("ANALYTICS_SINK=redis needs ANALYTICS_REDIS_URL or REDIS_URL")
+        if self.azure_openai_chat_deployment:
+            self._require(
+                "AZURE_OPENAI_CHAT_DEPLOYMENT", "azure_openai_endpoint", "azure_openai_api_key"
+            )
+        if self.analytics_sink == "kafka":
+            self._require("ANALYTICS_SINK=kafka", "kafka_bootstrap_servers")
         if self.brain == "azure":
             self._require(
                 "VOICE_BRAIN=azure",
@@ -602,6 +680,8 @@ def markdown_table() -> str:
 SECRET_FIELDS: frozenset[str] = frozenset(
     # REDIS_URL may hold a password (redis://:password@host).
     ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url")
+    # Broker and stream URLs may hold passwords too.
+    + ("celery_broker_url", "analytics_redis_url")
 )
 _DEFAULTS = Settings()
 

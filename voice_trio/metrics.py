@@ -160,6 +160,11 @@ class ServerMetrics:
         #: subscriber is subscribed, and the cross-instance kicks sent and received.
         self.redis_up: Callable[[], bool] | None = None
         self.cluster_kicks: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        #: Out of band (issue #14): records the transcript writer, jobs the broker and
+        #: events the analytics sink could not take (full, down or too slow).
+        self.transcript_dropped = 0
+        self.jobs_dropped = 0
+        self.events_dropped = 0
 
     def render(self) -> str:
         """The Prometheus text exposition of every figure."""
@@ -253,6 +258,15 @@ class ServerMetrics:
                 for op, n in sorted(self.redis_errors.items())
             ),
             *self._render_cluster(),
+            "# HELP voice_trio_transcript_dropped_total Records the transcript store dropped.",
+            "# TYPE voice_trio_transcript_dropped_total counter",
+            f"voice_trio_transcript_dropped_total {self.transcript_dropped}",
+            "# HELP voice_trio_jobs_dropped_total Background jobs not handed to the broker.",
+            "# TYPE voice_trio_jobs_dropped_total counter",
+            f"voice_trio_jobs_dropped_total {self.jobs_dropped}",
+            "# HELP voice_trio_events_dropped_total Analytics events that did not reach the sink.",
+            "# TYPE voice_trio_events_dropped_total counter",
+            f"voice_trio_events_dropped_total {self.events_dropped}",
             "# HELP voice_trio_tasks Trio tasks alive in the process.",
             "# TYPE voice_trio_tasks gauge",
             f"voice_trio_tasks {count_tasks()}",
