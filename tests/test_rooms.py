@@ -148,4 +148,5 @@ async def test_graceful_shutdown_closes_a_lingering_turn_after_the_grace_period(
             start = trio.current_time()
             code, _ = await client.closed()
             assert code == 1001
-            assert 2.9 <= trio.current_time() - start <= 4
+            # Virtual time may jump a timer period at each wait on the real socket.
+            assert 2.9 <= trio.current_time() - start <= 8

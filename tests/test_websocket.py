@@ -236,7 +236,8 @@ async def test_a_connection_that_never_sends_a_request_is_dropped(autojump_clock
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         start = trio.current_time()
         assert await stream.receive_some(100) == b""
-        assert 9 <= trio.current_time() - start <= 11  # REQUEST_HEAD_TIMEOUT_S
+        # REQUEST_HEAD_TIMEOUT_S; virtual time may jump a timer period at each socket wait.
+        assert 9 <= trio.current_time() - start <= 15
 
 
 async def test_a_burst_of_queued_events_arrives_whole_and_in_order() -> None:
