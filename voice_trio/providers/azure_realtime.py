@@ -148,7 +148,7 @@ class _Figures:
 
 
 class _ResponseState:
-    """One Azure response, and the room turn that voices it."""
+    """One Azure response as the brain follows it: its words, audio and interruption."""
 
     __slots__ = (
         "azure_id",
