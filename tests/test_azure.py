@@ -11,6 +11,7 @@ import json
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio_websocket
 
@@ -327,6 +328,59 @@ async def test_an_error_event_reaches_the_client_and_the_room_goes_on() -> None:
         await client.send_json(type="text", text="hai")
         events, _ = await client.until("response.done")
         assert events[-1]["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ['{"type": "response.created", "resp', '{"type": "response.created", "response": "r1"}'],
+    ids=["not-json", "wrong-shape"],
+)
+async def test_an_event_the_brain_cannot_read_is_an_error_and_the_room_goes_on(
+    frame: str,
+) -> None:
+    async with azure_room(turn_detection="none") as (fake, server, client):
+        fake.garble_next_response = frame
+        await client.send_json(type="text", text="một")
+        with trio.fail_after(10):  # a brain that skips the frame would leave the room waiting
+            events, _ = await client.until("error")
+        assert events[-1] == {
+            "type": "error",
+            "code": "upstream_protocol",
+            "message": "Azure OpenAI sent an event this server cannot read",
+            "fatal": False,
+        }
+        assert "response.started" not in [e["type"] for e in events]
+        await client.send_json(type="text", text="hai")
+        events, audio = await client.until("response.done")
+        text = "".join(e["delta"] for e in json_events(events, "response.text.delta"))
+        assert text == "Dạ, bạn vừa nói: hai" and events[-1]["status"] == "completed"
+        assert audio and not json_events(events, "error")
+
+
+async def test_a_rotation_waits_for_the_end_of_the_reply_under_way() -> None:
+    reply = " ".join(["ba"] * 40)  # 2 s at 50 ms a word; the session's time is up at 0.5 s
+    fake_options = {"delta_delay_s": 0.05, "reply": lambda s: reply}
+    async with azure_room(fake_options=fake_options, turn_detection="none", session_max_s=0.5) as (
+        fake,
+        server,
+        client,
+    ):
+        await client.send_json(type="text", text="kể đi")
+        with trio.fail_after(20):
+            events, audio = await client.until("response.done")
+        # The fresh session opened while the reply went on, and took over only after it.
+        assert len(fake.sessions) >= 2
+        assert events[-1]["status"] == "completed" and not json_events(events, "error")
+        text = "".join(e["delta"] for e in json_events(events, "response.text.delta"))
+        assert text == reply and audio == b"".join(reply_audio(i, 4800) for i in range(40))
+        with trio.fail_after(5):
+            while fake.sessions[0].closed_by is None:
+                await trio.sleep(0.02)
+        assert fake.sessions[0].closed_by == "client"
+        # What the fresh session was given: the whole reply, so it took over after its end.
+        restored = [(i["role"], i["content"][0]["text"]) for i in fake.sessions[1].created_items]
+        assert restored == [("user", "kể đi"), ("assistant", reply)]
+        assert not fake.sessions[1].of_type("response.create")
 
 
 async def test_the_session_is_rotated_before_azure_expires_it() -> None:

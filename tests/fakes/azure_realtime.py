@@ -17,7 +17,9 @@ changeable mid-test): ``reject_status``, ``drop_after_deltas``,
 ``delta_delay_s``, ``error_next_response``, ``expire_after_s``, ``tool_calls``;
 faults: ``handshake_delay_s`` (a slow handshake), ``stall_after_deltas`` (go
 silent mid-response, once), ``close_after_accept`` (accept, then close at once
-with 1008, as a service does with a bad key: Pipecat #3711).
+with 1008, as a service does with a bad key: Pipecat #3711), ``garble_next_response``
+(once: a frame that is no readable event, sent instead of the next response;
+it bypasses the schema check).
 """
 
 from __future__ import annotations
@@ -200,6 +202,7 @@ class FakeAzureRealtime:
         self.reject_status: int | None = None
         self.drop_after_deltas: int | None = None  # once: close mid-response
         self.error_next_response: tuple[str, str] | None = None  # once
+        self.garble_next_response: str | None = None  # once
         self.expire_after_s: float | None = None
         self.tool_calls: list[tuple[str, dict[str, Any]]] = []
         self.handshake_delay_s = 0.0
@@ -393,6 +396,10 @@ class FakeAzureRealtime:
                     "Conversation already has an active response",
                     event.get("event_id"),
                 )
+                return
+            if self.garble_next_response is not None:
+                frame, self.garble_next_response = self.garble_next_response, None
+                await conn.ws.send_message(frame)
                 return
             if self.error_next_response is not None:
                 code, message = self.error_next_response
