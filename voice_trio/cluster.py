@@ -26,6 +26,21 @@ single instance. With it, one :class:`Cluster` per process (per worker):
   writes the presence of every room again (Redis may have restarted empty).
   During an outage the same session may open on two instances; the refresh after
   it keeps the first one to write and closes the other (4000).
+- **Per-address limits across instances** (:meth:`Cluster.handshake`, called by
+  :meth:`HandshakeGuard.enter <voice_trio.security.HandshakeGuard.enter>`): one
+  script call per handshake spends a token of the client address's bucket
+  ``{prefix}rate:{address}`` (a hash, refilled at ``HANDSHAKE_RATE_PER_IP`` by
+  Redis's own clock, expiring once it would be full again) and checks its open
+  rooms in ``{prefix}rooms:{address}``: a hash with one field per instance, whose
+  value ``{count} {expires_ms} {seq}`` is that instance's own count, written
+  whole (never incremented), so a lost or late write is made good by the next.
+  An entry lives ``PRESENCE_TTL_S`` unless rewritten: each instance rewrites the
+  entries of the addresses it holds rooms for with the presence refresh (one
+  call per :data:`REFRESH_CHUNK` addresses), and those whose count changed in
+  the next batch of releases. A dead instance's entries stop counting when they
+  expire (an admission deletes them); ``seq`` (rising across restarts) keeps an
+  older write from overwriting a newer one. Redis slow or down: the local limits
+  decide, and the refresh after the reconnection writes every count again.
 
 Plain Redis (or Valkey) >= 6: the scripts name keys they build, so Redis Cluster
 is not supported.
@@ -40,7 +55,8 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -136,6 +152,84 @@ end
 return n
 """
 
+# Sets this instance's entry of a per-address rooms hash (see the module's
+# docstring), unless the entry holds a newer write; a count of 0 deletes it. The
+# key lives as long as its longest-lived entry.
+_PUT_ROOMS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function put(key, me, n, expires, seq, ttl)
+  local old = redis.call('HGET', key, me)
+  if old then
+    local was = string.match(old, ' (%d+)$')
+    if was and tonumber(was) > tonumber(seq) then return end
+  end
+  if n == 0 then
+    redis.call('HDEL', key, me)
+  else
+    redis.call('HSET', key, me, string.format('%d %d %s', n, expires, seq))
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  end
+end
+"""
+
+# KEYS[1]: the address's token bucket, KEYS[2]: its rooms hash. ARGV: rate (a
+# second), burst, me, held (this instance's rooms of the address with this one;
+# 0: no room asked, a check here refused it already), the most rooms, the entry
+# TTL (ms), seq. Returns {0, rooms} admitted, {1, 0} over the rate, {2, rooms}
+# over the rooms (rooms: open across instances, this one included when admitted).
+_HANDSHAKE = (
+    _PUT_ROOMS
+    + """
+local now = now_ms()
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'n', 't')
+local tokens = tonumber(state[1])
+if tokens == nil then
+  tokens = burst
+else
+  tokens = math.min(burst, tokens + math.max(0, now - tonumber(state[2])) * rate / 1000)
+end
+local taken = tokens >= 1
+if taken then tokens = tokens - 1 end
+redis.call('HSET', KEYS[1], 'n', tostring(tokens), 't', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+if not taken then return {1, 0} end
+local held = tonumber(ARGV[4])
+if held == 0 then return {0, 0} end
+local others, me, ttl = 0, ARGV[3], tonumber(ARGV[6])
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if all[i] ~= me then
+    local n, expires = string.match(all[i + 1], '^(%d+) (%d+)')
+    if n and tonumber(expires) > now then
+      others = others + tonumber(n)
+    else
+      redis.call('HDEL', KEYS[2], all[i])
+    end
+  end
+end
+if others + held > tonumber(ARGV[5]) then return {2, others + held - 1} end
+put(KEYS[2], me, held, now + ttl, ARGV[7], ttl)
+return {0, others + held}
+"""
+)
+
+# KEYS: rooms hashes. ARGV: me, the entry TTL (ms), seq, then KEYS[i]'s count.
+_ROOMS = (
+    _PUT_ROOMS
+    + """
+local now = now_ms()
+local ttl = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  put(key, ARGV[1], tonumber(ARGV[3 + i]), now + ttl, ARGV[3], ttl)
+end
+return #KEYS
+"""
+)
+
 _FAILURES: Final = (
     OSError,  # TimeoutError among them
     trio.TooSlowError,
@@ -214,7 +308,8 @@ class Cluster:
     ``replaced(session_id)`` is called (synchronously, in the event loop) when
     another instance has opened a session this instance holds; the app closes
     that room with 4000. ``errors`` counts failed Redis calls by operation
-    (``claim``, ``refresh``, ``release``, ``ping``, ``subscribe``).
+    (``claim``, ``refresh``, ``release``, ``ping``, ``subscribe``, and for the
+    per-address limits ``handshake`` and ``rooms``).
     """
 
     def __init__(
@@ -249,6 +344,15 @@ class Cluster:
         self._next_claim = secrets.randbits(40)
         # Presence key -> the value to delete it with, when it still holds that value.
         self._releases: dict[str, str] = {}
+        self._handshake: Any = None
+        self._rooms: Any = None
+        #: Open rooms per client address here (the handshake guard's own count, see
+        #: :meth:`bind_rooms`): the entries this instance writes in the rooms hashes.
+        self._room_counts: Mapping[str, int] = {}
+        # Addresses whose count changed since the last flush (a release, a failed call).
+        self._rooms_dirty: set[str] = set()
+        # Orders this instance's writes of a rooms entry: rises across restarts too.
+        self._seq = time.time_ns() // 1000
         self._up = False
         self._subscribed = False
         self._broken = trio.Event()  # set when a call fails: the keeper reconnects
@@ -286,6 +390,8 @@ class Cluster:
             self._claim = client.register_script(_CLAIM)
             self._refresh = client.register_script(_REFRESH)
             self._release = client.register_script(_RELEASE)
+            self._handshake = client.register_script(_HANDSHAKE)
+            self._rooms = client.register_script(_ROOMS)
             self._broken.set()  # the first connection is a reconnection
             nursery.start_soon(self._keep)
             nursery.start_soon(self._subscribe)
@@ -388,6 +494,75 @@ class Cluster:
             return
         self._releases[self._key(session_id)] = self._value(claim)
 
+    # ------------------------------------------------ per-address limits
+
+    def bind_rooms(self, counts: Mapping[str, int]) -> None:
+        """Publish ``counts`` (open rooms per client address here, kept by the caller)."""
+        self._room_counts = counts
+
+    async def handshake(
+        self, client: str, *, rate: float, burst: int, held: int, max_rooms: int
+    ) -> tuple[str, int] | None:
+        """Spend a handshake token of ``client`` and check its rooms, across instances.
+
+        ``held``: this instance's rooms of ``client`` counting this one (already in
+        the bound counts), or 0 when no room is asked. Returns ``("ok", rooms)``,
+        ``("rate", 0)`` or ``("rooms", rooms)`` (rooms open across instances), or
+        None when Redis did not answer within ``timeout_s`` or is degraded: then
+        the local limits decide (a late write is made good by the next flush).
+        """
+        if not self._up or self._handshake is None:
+            return None
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        keys = [f"{self.prefix}rate:{client}", f"{self.prefix}rooms:{client}"]
+        args: list[str | int] = [
+            repr(float(rate)), burst, self.instance_id, held, max_rooms,
+            int(self.ttl_s * 1000), self._seq,
+        ]  # fmt: skip
+        with trio.move_on_after(self.timeout_s):
+            try:
+                verdict, rooms = await self._handshake(keys=keys, args=args)
+            except BaseException as exc:
+                if not is_redis_failure(exc):
+                    raise
+                self._failed("handshake", exc)
+                self.rooms_changed(client)
+                return None
+            return ("ok", "rate", "rooms")[int(verdict)], int(rooms)
+        # Slow: counted, and the keeper pings at once to tell Redis from this loop.
+        self.errors["handshake"] += 1
+        self._probe = True
+        self.rooms_changed(client)
+        return None
+
+    def rooms_changed(self, client: str) -> None:
+        """``client``'s count here changed: its entry is rewritten in the next flush."""
+        if len(self._rooms_dirty) >= RELEASE_QUEUE_MAX:
+            self.errors["rooms"] += 1  # dropped: the entry expires with its TTL
+            return
+        self._rooms_dirty.add(client)
+
+    async def _write_rooms(self, addresses: list[str]) -> bool:
+        """This instance's entries for ``addresses``, with their counts of now."""
+        for start in range(0, len(addresses), REFRESH_CHUNK):
+            chunk = addresses[start : start + REFRESH_CHUNK]
+            self._seq = max(self._seq + 1, time.time_ns() // 1000)
+            args: list[str | int] = [self.instance_id, int(self.ttl_s * 1000), self._seq]
+            args += [self._room_counts.get(address, 0) for address in chunk]
+            keys = [f"{self.prefix}rooms:{address}" for address in chunk]
+            ok, _ = await self._call(
+                "rooms", partial(self._rooms, keys=keys, args=args), max(self.timeout_s, 1.0)
+            )
+            if not ok:
+                return False
+        return True
+
+    async def _flush_rooms(self) -> None:
+        dirty, self._rooms_dirty = self._rooms_dirty, set()
+        if not await self._write_rooms(list(dirty)):
+            for address in dirty:  # again after the reconnection
+                self.rooms_changed(address)
+
     def _kicked(self, session_id: str, claim: int | None) -> None:
         """Another instance holds ``session_id`` now: close ours (if it is that claim's)."""
         held = self._claims.get(session_id)
@@ -415,9 +590,11 @@ class Cluster:
                     continue
             if self._releases:
                 await self._flush_releases()
+            if self._rooms_dirty:
+                await self._flush_rooms()
             if trio.current_time() >= next_refresh:
                 next_refresh = trio.current_time() + self.refresh_s
-                if self._claims:
+                if self._claims or self._room_counts:
                     await self._refresh_all()
                 else:
                     await self._ping()
@@ -428,6 +605,7 @@ class Cluster:
             self._broken = trio.Event()
             if await self._ping() and await self._refresh_all():
                 await self._flush_releases()
+                await self._flush_rooms()
                 if not self._broken.is_set():
                     self._up = True
                     self._reconnects += 1
@@ -459,7 +637,10 @@ class Cluster:
         return ok
 
     async def _refresh_all(self) -> bool:
-        """Renew (or write again) every held room's key; close those another instance holds."""
+        """Renew (or write again) every held room's key; close those another instance holds.
+
+        Then this instance's entry of every address it holds rooms for.
+        """
         items = list(self._claims.items())
         ttl = int(self.ttl_s)
         for start in range(0, len(items), REFRESH_CHUNK):
@@ -476,7 +657,7 @@ class Cluster:
             for index in lost or ():
                 sid, claim = chunk[int(index) - 1]
                 self._kicked(sid, claim)
-        return True
+        return await self._write_rooms([a for a, n in self._room_counts.items() if n > 0])
 
     async def _flush_releases(self) -> None:
         releases, self._releases = self._releases, {}
