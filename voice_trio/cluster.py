@@ -34,7 +34,8 @@ single instance. With it, one :class:`Cluster` per process (per worker):
   rooms in ``{prefix}rooms:{address}``: a hash with one field per instance, whose
   value ``{count} {expires_ms} {seq}`` is that instance's own count, written
   whole (never incremented), so a lost or late write is made good by the next.
-  An entry lives ``PRESENCE_TTL_S`` unless rewritten: each instance rewrites the
+  An entry lives ``PRESENCE_TTL_S`` (the same on every instance: the hash lives
+  as long as its newest entry) unless rewritten: each instance rewrites the
   entries of the addresses it holds rooms for with the presence refresh (one
   call per :data:`REFRESH_CHUNK` addresses), and those whose count changed in
   the next batch of releases. A dead instance's entries stop counting when they
@@ -154,7 +155,7 @@ return n
 
 # Sets this instance's entry of a per-address rooms hash (see the module's
 # docstring), unless the entry holds a newer write; a count of 0 deletes it. The
-# key lives as long as its longest-lived entry.
+# key lives as long as its newest entry (every instance has the same TTL).
 _PUT_ROOMS = """
 local function now_ms()
   local t = redis.call('TIME')
@@ -170,7 +171,7 @@ local function put(key, me, n, expires, seq, ttl)
     redis.call('HDEL', key, me)
   else
     redis.call('HSET', key, me, string.format('%d %d %s', n, expires, seq))
-    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+    redis.call('PEXPIRE', key, ttl)
   end
 end
 """
