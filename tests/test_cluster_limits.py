@@ -29,7 +29,7 @@ import pytest
 import trio
 import trio_websocket
 
-from .support import prom_samples, running_server
+from .support import RunningServer, prom_samples, running_server
 from .test_cluster import REDIS, RedisServer, free_port, new_prefix, start_serve
 
 #: HANDSHAKE_BURST_PER_IP of the instances (HANDSHAKE_RATE_PER_IP: 0.001 a second).
@@ -408,3 +408,39 @@ async def test_both_serve_paths_share_one_bucket(redis: RedisServer) -> None:
                         pass
                 assert rejected.value.status_code == 429
                 assert prom_samples((await server.get("/metrics")).text)[key] == 1
+
+
+async def test_handshakes_at_once_on_both_instances_take_the_burst_once(redis: RedisServer) -> None:
+    """Handshakes that come together go to Redis together (one script call for a burst)."""
+    fields = {
+        "redis_url": redis.url,
+        "redis_prefix": new_prefix(),
+        "redis_timeout_s": 2.0,
+        "handshake_burst_per_ip": 10,
+        "handshake_rate_per_ip": 0.001,
+    }
+    statuses: list[int] = []
+
+    async def one(server: RunningServer, n: int) -> None:
+        try:
+            async with server.connect(f"b{n}"):
+                statuses.append(101)
+        except trio_websocket.ConnectionRejected as exc:
+            statuses.append(int(exc.status_code))
+
+    with trio.fail_after(WAIT_S):
+        async with (
+            running_server(instance_id="x", **fields) as x,
+            running_server(instance_id="y", **fields) as y,
+        ):
+            for server in (x, y):
+                while (await server.get("/healthz")).json().get("redis") != "ok":
+                    await trio.sleep(0.05)
+            async with trio.open_nursery() as nursery:
+                for n in range(30):
+                    nursery.start_soon(one, (x, y)[n % 2], n)
+            # Each instance alone would admit 10 (its own bucket lets 15 through 10).
+            assert sorted(statuses) == [101] * 10 + [429] * 20
+            key = 'voice_trio_handshakes_refused_total{reason="handshake_rate"}'
+            refused = [prom_samples((await s.get("/metrics")).text).get(key, 0) for s in (x, y)]
+            assert sum(refused) == 20

@@ -176,45 +176,55 @@ local function put(key, me, n, expires, seq, ttl)
 end
 """
 
-# KEYS[1]: the address's token bucket, KEYS[2]: its rooms hash. ARGV: rate (a
-# second), burst, me, held (this instance's rooms of the address with this one;
-# 0: no room asked, a check here refused it already), the most rooms, the entry
-# TTL (ms), seq. Returns {0, rooms} admitted, {1, 0} over the rate, {2, rooms}
-# over the rooms (rooms: open across instances, this one included when admitted).
+# A batch of handshakes, in order. KEYS[2i - 1]: handshake i's address's token
+# bucket, KEYS[2i]: its rooms hash. ARGV: me, the entry TTL (ms), seq, then per
+# handshake its rate (a second), burst, held (this instance's rooms of the
+# address with this one; 0: no room asked, a check here refused it already) and
+# the most rooms. Returns per handshake two numbers: 0, rooms (admitted); 1, 0
+# (over the rate); 2, rooms (over the rooms), rooms being those open across
+# instances (this one included when admitted).
 _HANDSHAKE = (
     _PUT_ROOMS
     + """
-local now = now_ms()
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'n', 't')
-local tokens = tonumber(state[1])
-if tokens == nil then
-  tokens = burst
-else
-  tokens = math.min(burst, tokens + math.max(0, now - tonumber(state[2])) * rate / 1000)
-end
-local taken = tokens >= 1
-if taken then tokens = tokens - 1 end
-redis.call('HSET', KEYS[1], 'n', tostring(tokens), 't', string.format('%d', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
-if not taken then return {1, 0} end
-local held = tonumber(ARGV[4])
-if held == 0 then return {0, 0} end
-local others, me, ttl = 0, ARGV[3], tonumber(ARGV[6])
-local all = redis.call('HGETALL', KEYS[2])
-for i = 1, #all, 2 do
-  if all[i] ~= me then
-    local n, expires = string.match(all[i + 1], '^(%d+) (%d+)')
-    if n and tonumber(expires) > now then
-      others = others + tonumber(n)
-    else
-      redis.call('HDEL', KEYS[2], all[i])
+local function check(bucket, rooms, me, ttl, seq, rate, burst, held, most, now)
+  local state = redis.call('HMGET', bucket, 'n', 't')
+  local tokens = tonumber(state[1])
+  if tokens == nil then
+    tokens = burst
+  else
+    tokens = math.min(burst, tokens + math.max(0, now - tonumber(state[2])) * rate / 1000)
+  end
+  local taken = tokens >= 1
+  if taken then tokens = tokens - 1 end
+  redis.call('HSET', bucket, 'n', tostring(tokens), 't', string.format('%d', now))
+  redis.call('PEXPIRE', bucket, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  if not taken then return 1, 0 end
+  if held == 0 then return 0, 0 end
+  local others = 0
+  local all = redis.call('HGETALL', rooms)
+  for i = 1, #all, 2 do
+    if all[i] ~= me then
+      local n, expires = string.match(all[i + 1], '^(%d+) (%d+)')
+      if n and tonumber(expires) > now then
+        others = others + tonumber(n)
+      else
+        redis.call('HDEL', rooms, all[i])
+      end
     end
   end
+  if others + held > most then return 2, others + held - 1 end
+  put(rooms, me, held, now + ttl, seq, ttl)
+  return 0, others + held
 end
-if others + held > tonumber(ARGV[5]) then return {2, others + held - 1} end
-put(KEYS[2], me, held, now + ttl, ARGV[7], ttl)
-return {0, others + held}
+local now = now_ms()
+local me, ttl, seq = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local a = 4 * i
+  out[2 * i - 1], out[2 * i] = check(KEYS[2 * i - 1], KEYS[2 * i], me, ttl, seq,
+    tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), now)
+end
+return out
 """
 )
 
@@ -278,6 +288,21 @@ class _Claim:
         self.value = value
         self.done = trio.Event()
         self.previous: str | None = None
+
+
+class _Check:
+    """A handshake's check of the shared limits, sent with the others of its burst."""
+
+    __slots__ = ("client", "rate", "burst", "held", "max_rooms", "done", "verdict")
+
+    def __init__(self, client: str, rate: float, burst: int, held: int, max_rooms: int) -> None:
+        self.client = client
+        self.rate = rate
+        self.burst = burst
+        self.held = held
+        self.max_rooms = max_rooms
+        self.done = trio.Event()
+        self.verdict: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +385,7 @@ class Cluster:
         self._healthy = trio.Event()  # set once Redis answers and the subscriber is on
         self._probe = False  # a claim was slow: the keeper pings on its next tick
         self._claims_tx, self._claims_rx = trio.open_memory_channel[_Claim](CLAIM_QUEUE_MAX)
+        self._checks_tx, self._checks_rx = trio.open_memory_channel[_Check](CLAIM_QUEUE_MAX)
         self._kicks_sent = 0
         self._kicks_received = 0
         self._reconnects = 0
@@ -397,6 +423,7 @@ class Cluster:
             nursery.start_soon(self._keep)
             nursery.start_soon(self._subscribe)
             nursery.start_soon(self._claimer)
+            nursery.start_soon(self._checker)
             with trio.move_on_after(STARTUP_WAIT_S):
                 await self._healthy.wait()
             task_status.started()
@@ -514,27 +541,48 @@ class Cluster:
         """
         if not self._up or self._handshake is None:
             return None
-        self._seq = max(self._seq + 1, time.time_ns() // 1000)
-        keys = [f"{self.prefix}rate:{client}", f"{self.prefix}rooms:{client}"]
-        args: list[str | int] = [
-            repr(float(rate)), burst, self.instance_id, held, max_rooms,
-            int(self.ttl_s * 1000), self._seq,
-        ]  # fmt: skip
+        pending = _Check(client, rate, burst, held, max_rooms)
+        try:
+            self._checks_tx.send_nowait(pending)
+        except trio.WouldBlock:
+            pending.done.set()  # a burst past CLAIM_QUEUE_MAX: the local limits decide
+            self.errors["handshake"] += 1
         with trio.move_on_after(self.timeout_s):
-            try:
-                verdict, rooms = await self._handshake(keys=keys, args=args)
-            except BaseException as exc:
-                if not is_redis_failure(exc):
-                    raise
-                self._failed("handshake", exc)
-                self.rooms_changed(client)
-                return None
-            return ("ok", "rate", "rooms")[int(verdict)], int(rooms)
-        # Slow: counted, and the keeper pings at once to tell Redis from this loop.
-        self.errors["handshake"] += 1
-        self._probe = True
-        self.rooms_changed(client)
-        return None
+            await pending.done.wait()
+        if not pending.done.is_set():
+            # Slow: counted, and the keeper pings at once to tell Redis from this loop.
+            self.errors["handshake"] += 1
+            self._probe = True
+        if pending.verdict is None:
+            self.rooms_changed(client)  # the call may still write: the flush rewrites it
+        return pending.verdict
+
+    async def _checker(self) -> None:
+        """Send the checks of handshakes that come together in one script call."""
+        async for first in self._checks_rx:
+            batch = [first]
+            while len(batch) < REFRESH_CHUNK:
+                try:
+                    batch.append(self._checks_rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if self._up:
+                self._seq = max(self._seq + 1, time.time_ns() // 1000)
+                keys: list[str] = []
+                args: list[str | int] = [self.instance_id, int(self.ttl_s * 1000), self._seq]
+                for p in batch:
+                    keys += (f"{self.prefix}rate:{p.client}", f"{self.prefix}rooms:{p.client}")
+                    args += (repr(float(p.rate)), p.burst, p.held, p.max_rooms)
+                ok, out = await self._call(
+                    "handshake",
+                    partial(self._handshake, keys=keys, args=args),
+                    max(self.timeout_s, 1.0),
+                )
+                for i, pending in enumerate(batch if ok else ()):
+                    verdict, rooms = int(out[2 * i]), int(out[2 * i + 1])
+                    pending.verdict = (("ok", "rate", "rooms")[verdict], rooms)
+            for pending in batch:
+                pending.done.set()
 
     def rooms_changed(self, client: str) -> None:
         """``client``'s count here changed: its entry is rewritten in the next flush."""
