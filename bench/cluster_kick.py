@@ -3,6 +3,10 @@
 Starts redis-server and two `voice-trio serve` instances (VOICE_BRAIN=echo) on
 loopback; every process it starts is ended by its pid.
 Usage: .venv/bin/python bench/cluster_kick.py [--kicks 200] [--idle-rooms 1000] [--idle-s 60]
+       [--idle-addresses 1]
+The idle rooms come from `--idle-addresses` client addresses (X-Forwarded-For,
+127.0.0.1 trusted): each address holding rooms on an instance is one entry of
+the per-address room counts that the presence refresh rewrites too.
 """
 
 import argparse
@@ -96,14 +100,17 @@ async def kicks(a, b, n):
     return lat, after_ready
 
 
-async def idle(port, rport, rooms, seconds):
+async def idle(port, rport, rooms, seconds, addresses=1):
     done = trio.Event()
     opened = [0]
 
     all_open = trio.Event()
 
     async def hold(i):
-        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/ws/idle{i}") as ws:
+        n = i % addresses
+        xff = [("X-Forwarded-For", f"10.0.{n // 250}.{n % 250 + 1}")]
+        url = f"ws://127.0.0.1:{port}/ws/idle{i}"
+        async with trio_websocket.open_websocket_url(url, extra_headers=xff) as ws:
             await ws.get_message()
             opened[0] += 1
             if opened[0] == rooms:
@@ -139,6 +146,7 @@ def main():
     ap.add_argument("--kicks", type=int, default=200)
     ap.add_argument("--idle-rooms", type=int, default=1000)
     ap.add_argument("--idle-s", type=float, default=60)
+    ap.add_argument("--idle-addresses", type=int, default=1)
     args = ap.parse_args()
     d = tempfile.mkdtemp()
     rport, a, b = free_port(), free_port(), free_port()
@@ -172,6 +180,7 @@ def main():
             "MAX_CONNECTIONS_PER_IP": "100000",
             "HANDSHAKE_BURST_PER_IP": "100000",
             "HANDSHAKE_RATE_PER_IP": "100000",
+            "TRUSTED_PROXIES": "127.0.0.1",
         }
         for port, name in ((a, "A"), (b, "B")):
             procs.append(
@@ -196,9 +205,12 @@ def main():
                 f" p99={q(after, 0.99) * 1e3:.2f} ms"
             )
             if args.idle_rooms:
-                stats = await idle(a, rport, args.idle_rooms, args.idle_s)
+                stats = await idle(a, rport, args.idle_rooms, args.idle_s, args.idle_addresses)
                 per = {k: v * 1000 / args.idle_rooms * 60 / args.idle_s for k, v in stats.items()}
-                print(f"idle rooms={args.idle_rooms} for {args.idle_s:.0f} s: commandstats {stats}")
+                print(
+                    f"idle rooms={args.idle_rooms} from {args.idle_addresses} addresses"
+                    f" for {args.idle_s:.0f} s: commandstats {stats}"
+                )
                 client = stats.get("evalsha", 0) + stats.get("ping", 0) + stats.get("publish", 0)
                 calls = client * 1000 / args.idle_rooms * 60 / args.idle_s
                 served = sum(per.values()) - per.get("info", 0) - per.get("config|resetstat", 0)

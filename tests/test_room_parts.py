@@ -202,9 +202,8 @@ class StoryBrain:
 
 
 class StoryApp(VoiceTrioApp):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.recorder = ListRecorder()
+    async def _start_recorders(self, settings: Any, nursery: trio.Nursery) -> None:
+        self.recorder = ListRecorder()  # instead of the out-of-band sinks
 
     def make_brain(self, session: Session) -> StoryBrain:
         return StoryBrain(session.options)

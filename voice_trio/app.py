@@ -268,6 +268,7 @@ class VoiceTrioApp:
                     timeout_s=settings.redis_timeout_s,
                 )
                 cluster = self.cluster
+                self.guard.share(cluster)  # per-address limits across instances
                 self.metrics.redis_up = lambda: cluster.statistics().healthy
                 self.metrics.cluster_kicks = lambda: (
                     cluster.statistics().kicks_sent,
@@ -411,7 +412,7 @@ class VoiceTrioApp:
         query = scope.get("query_string", b"").decode("latin-1")
         client, server = scope.get("client"), scope.get("server")
         try:
-            ticket = self.guard.admit(
+            ticket = await self.guard.enter(
                 scope["path"] + ("?" + query if query else ""),
                 header_map(scope.get("headers", [])),
                 peer=client[0] if client else "",

@@ -26,6 +26,22 @@ single instance. With it, one :class:`Cluster` per process (per worker):
   writes the presence of every room again (Redis may have restarted empty).
   During an outage the same session may open on two instances; the refresh after
   it keeps the first one to write and closes the other (4000).
+- **Per-address limits across instances** (:meth:`Cluster.handshake`, called by
+  :meth:`HandshakeGuard.enter <voice_trio.security.HandshakeGuard.enter>`): one
+  script call per handshake spends a token of the client address's bucket
+  ``{prefix}rate:{address}`` (a hash, refilled at ``HANDSHAKE_RATE_PER_IP`` by
+  Redis's own clock, expiring once it would be full again) and checks its open
+  rooms in ``{prefix}rooms:{address}``: a hash with one field per instance, whose
+  value ``{count} {expires_ms} {seq}`` is that instance's own count, written
+  whole (never incremented), so a lost or late write is made good by the next.
+  An entry lives ``PRESENCE_TTL_S`` (the same on every instance: the hash lives
+  as long as its newest entry) unless rewritten: each instance rewrites the
+  entries of the addresses it holds rooms for with the presence refresh (one
+  call per :data:`REFRESH_CHUNK` addresses), and those whose count changed in
+  the next batch of releases. A dead instance's entries stop counting when they
+  expire (an admission deletes them); ``seq`` (rising across restarts) keeps an
+  older write from overwriting a newer one. Redis slow or down: the local limits
+  decide, and the refresh after the reconnection writes every count again.
 
 Plain Redis (or Valkey) >= 6: the scripts name keys they build, so Redis Cluster
 is not supported.
@@ -40,7 +56,8 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
@@ -136,6 +153,94 @@ end
 return n
 """
 
+# Sets this instance's entry of a per-address rooms hash (see the module's
+# docstring), unless the entry holds a newer write; a count of 0 deletes it. The
+# key lives as long as its newest entry (every instance has the same TTL).
+_PUT_ROOMS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function put(key, me, n, expires, seq, ttl)
+  local old = redis.call('HGET', key, me)
+  if old then
+    local was = string.match(old, ' (%d+)$')
+    if was and tonumber(was) > tonumber(seq) then return end
+  end
+  if n == 0 then
+    redis.call('HDEL', key, me)
+  else
+    redis.call('HSET', key, me, string.format('%d %d %s', n, expires, seq))
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+"""
+
+# A batch of handshakes, in order. KEYS[2i - 1]: handshake i's address's token
+# bucket, KEYS[2i]: its rooms hash. ARGV: me, the entry TTL (ms), seq, then per
+# handshake its rate (a second), burst, held (this instance's rooms of the
+# address with this one; 0: no room asked, a check here refused it already) and
+# the most rooms. Returns per handshake two numbers: 0, rooms (admitted); 1, 0
+# (over the rate); 2, rooms (over the rooms), rooms being those open across
+# instances (this one included when admitted).
+_HANDSHAKE = (
+    _PUT_ROOMS
+    + """
+local function check(bucket, rooms, me, ttl, seq, rate, burst, held, most, now)
+  local state = redis.call('HMGET', bucket, 'n', 't')
+  local tokens = tonumber(state[1])
+  if tokens == nil then
+    tokens = burst
+  else
+    tokens = math.min(burst, tokens + math.max(0, now - tonumber(state[2])) * rate / 1000)
+  end
+  local taken = tokens >= 1
+  if taken then tokens = tokens - 1 end
+  redis.call('HSET', bucket, 'n', tostring(tokens), 't', string.format('%d', now))
+  redis.call('PEXPIRE', bucket, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  if not taken then return 1, 0 end
+  if held == 0 then return 0, 0 end
+  local others = 0
+  local all = redis.call('HGETALL', rooms)
+  for i = 1, #all, 2 do
+    if all[i] ~= me then
+      local n, expires = string.match(all[i + 1], '^(%d+) (%d+)')
+      if n and tonumber(expires) > now then
+        others = others + tonumber(n)
+      else
+        redis.call('HDEL', rooms, all[i])
+      end
+    end
+  end
+  if others + held > most then return 2, others + held - 1 end
+  put(rooms, me, held, now + ttl, seq, ttl)
+  return 0, others + held
+end
+local now = now_ms()
+local me, ttl, seq = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local a = 4 * i
+  out[2 * i - 1], out[2 * i] = check(KEYS[2 * i - 1], KEYS[2 * i], me, ttl, seq,
+    tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), now)
+end
+return out
+"""
+)
+
+# KEYS: rooms hashes. ARGV: me, the entry TTL (ms), seq, then KEYS[i]'s count.
+_ROOMS = (
+    _PUT_ROOMS
+    + """
+local now = now_ms()
+local ttl = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  put(key, ARGV[1], tonumber(ARGV[3 + i]), now + ttl, ARGV[3], ttl)
+end
+return #KEYS
+"""
+)
+
 _FAILURES: Final = (
     OSError,  # TimeoutError among them
     trio.TooSlowError,
@@ -185,6 +290,21 @@ class _Claim:
         self.previous: str | None = None
 
 
+class _Check:
+    """A handshake's check of the shared limits, sent with the others of its burst."""
+
+    __slots__ = ("client", "rate", "burst", "held", "max_rooms", "done", "verdict")
+
+    def __init__(self, client: str, rate: float, burst: int, held: int, max_rooms: int) -> None:
+        self.client = client
+        self.rate = rate
+        self.burst = burst
+        self.held = held
+        self.max_rooms = max_rooms
+        self.done = trio.Event()
+        self.verdict: tuple[str, int] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterStatistics:
     instance_id: str
@@ -214,7 +334,8 @@ class Cluster:
     ``replaced(session_id)`` is called (synchronously, in the event loop) when
     another instance has opened a session this instance holds; the app closes
     that room with 4000. ``errors`` counts failed Redis calls by operation
-    (``claim``, ``refresh``, ``release``, ``ping``, ``subscribe``).
+    (``claim``, ``refresh``, ``release``, ``ping``, ``subscribe``, and for the
+    per-address limits ``handshake`` and ``rooms``).
     """
 
     def __init__(
@@ -249,12 +370,22 @@ class Cluster:
         self._next_claim = secrets.randbits(40)
         # Presence key -> the value to delete it with, when it still holds that value.
         self._releases: dict[str, str] = {}
+        self._handshake: Any = None
+        self._rooms: Any = None
+        #: Open rooms per client address here (the handshake guard's own count, see
+        #: :meth:`bind_rooms`): the entries this instance writes in the rooms hashes.
+        self._room_counts: Mapping[str, int] = {}
+        # Addresses whose count changed since the last flush (a release, a failed call).
+        self._rooms_dirty: set[str] = set()
+        # Orders this instance's writes of a rooms entry: rises across restarts too.
+        self._seq = time.time_ns() // 1000
         self._up = False
         self._subscribed = False
         self._broken = trio.Event()  # set when a call fails: the keeper reconnects
         self._healthy = trio.Event()  # set once Redis answers and the subscriber is on
         self._probe = False  # a claim was slow: the keeper pings on its next tick
         self._claims_tx, self._claims_rx = trio.open_memory_channel[_Claim](CLAIM_QUEUE_MAX)
+        self._checks_tx, self._checks_rx = trio.open_memory_channel[_Check](CLAIM_QUEUE_MAX)
         self._kicks_sent = 0
         self._kicks_received = 0
         self._reconnects = 0
@@ -286,10 +417,13 @@ class Cluster:
             self._claim = client.register_script(_CLAIM)
             self._refresh = client.register_script(_REFRESH)
             self._release = client.register_script(_RELEASE)
+            self._handshake = client.register_script(_HANDSHAKE)
+            self._rooms = client.register_script(_ROOMS)
             self._broken.set()  # the first connection is a reconnection
             nursery.start_soon(self._keep)
             nursery.start_soon(self._subscribe)
             nursery.start_soon(self._claimer)
+            nursery.start_soon(self._checker)
             with trio.move_on_after(STARTUP_WAIT_S):
                 await self._healthy.wait()
             task_status.started()
@@ -388,6 +522,96 @@ class Cluster:
             return
         self._releases[self._key(session_id)] = self._value(claim)
 
+    # ------------------------------------------------ per-address limits
+
+    def bind_rooms(self, counts: Mapping[str, int]) -> None:
+        """Publish ``counts`` (open rooms per client address here, kept by the caller)."""
+        self._room_counts = counts
+
+    async def handshake(
+        self, client: str, *, rate: float, burst: int, held: int, max_rooms: int
+    ) -> tuple[str, int] | None:
+        """Spend a handshake token of ``client`` and check its rooms, across instances.
+
+        ``held``: this instance's rooms of ``client`` counting this one (already in
+        the bound counts), or 0 when no room is asked. Returns ``("ok", rooms)``,
+        ``("rate", 0)`` or ``("rooms", rooms)`` (rooms open across instances), or
+        None when Redis did not answer within ``timeout_s`` or is degraded: then
+        the local limits decide (a late write is made good by the next flush).
+        """
+        if not self._up or self._handshake is None:
+            return None
+        pending = _Check(client, rate, burst, held, max_rooms)
+        try:
+            self._checks_tx.send_nowait(pending)
+        except trio.WouldBlock:
+            pending.done.set()  # a burst past CLAIM_QUEUE_MAX: the local limits decide
+            self.errors["handshake"] += 1
+        with trio.move_on_after(self.timeout_s):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            # Slow: counted, and the keeper pings at once to tell Redis from this loop.
+            self.errors["handshake"] += 1
+            self._probe = True
+        if pending.verdict is None:
+            self.rooms_changed(client)  # the call may still write: the flush rewrites it
+        return pending.verdict
+
+    async def _checker(self) -> None:
+        """Send the checks of handshakes that come together in one script call."""
+        async for first in self._checks_rx:
+            batch = [first]
+            while len(batch) < REFRESH_CHUNK:
+                try:
+                    batch.append(self._checks_rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if self._up:
+                self._seq = max(self._seq + 1, time.time_ns() // 1000)
+                keys: list[str] = []
+                args: list[str | int] = [self.instance_id, int(self.ttl_s * 1000), self._seq]
+                for p in batch:
+                    keys += (f"{self.prefix}rate:{p.client}", f"{self.prefix}rooms:{p.client}")
+                    args += (repr(float(p.rate)), p.burst, p.held, p.max_rooms)
+                ok, out = await self._call(
+                    "handshake",
+                    partial(self._handshake, keys=keys, args=args),
+                    max(self.timeout_s, 1.0),
+                )
+                for i, pending in enumerate(batch if ok else ()):
+                    verdict, rooms = int(out[2 * i]), int(out[2 * i + 1])
+                    pending.verdict = (("ok", "rate", "rooms")[verdict], rooms)
+            for pending in batch:
+                pending.done.set()
+
+    def rooms_changed(self, client: str) -> None:
+        """``client``'s count here changed: its entry is rewritten in the next flush."""
+        if len(self._rooms_dirty) >= RELEASE_QUEUE_MAX:
+            self.errors["rooms"] += 1  # dropped: the entry expires with its TTL
+            return
+        self._rooms_dirty.add(client)
+
+    async def _write_rooms(self, addresses: list[str]) -> bool:
+        """This instance's entries for ``addresses``, with their counts of now."""
+        for start in range(0, len(addresses), REFRESH_CHUNK):
+            chunk = addresses[start : start + REFRESH_CHUNK]
+            self._seq = max(self._seq + 1, time.time_ns() // 1000)
+            args: list[str | int] = [self.instance_id, int(self.ttl_s * 1000), self._seq]
+            args += [self._room_counts.get(address, 0) for address in chunk]
+            keys = [f"{self.prefix}rooms:{address}" for address in chunk]
+            ok, _ = await self._call(
+                "rooms", partial(self._rooms, keys=keys, args=args), max(self.timeout_s, 1.0)
+            )
+            if not ok:
+                return False
+        return True
+
+    async def _flush_rooms(self) -> None:
+        dirty, self._rooms_dirty = self._rooms_dirty, set()
+        if not await self._write_rooms(list(dirty)):
+            for address in dirty:  # again after the reconnection
+                self.rooms_changed(address)
+
     def _kicked(self, session_id: str, claim: int | None) -> None:
         """Another instance holds ``session_id`` now: close ours (if it is that claim's)."""
         held = self._claims.get(session_id)
@@ -415,9 +639,11 @@ class Cluster:
                     continue
             if self._releases:
                 await self._flush_releases()
+            if self._rooms_dirty:
+                await self._flush_rooms()
             if trio.current_time() >= next_refresh:
                 next_refresh = trio.current_time() + self.refresh_s
-                if self._claims:
+                if self._claims or self._room_counts:
                     await self._refresh_all()
                 else:
                     await self._ping()
@@ -428,6 +654,7 @@ class Cluster:
             self._broken = trio.Event()
             if await self._ping() and await self._refresh_all():
                 await self._flush_releases()
+                await self._flush_rooms()
                 if not self._broken.is_set():
                     self._up = True
                     self._reconnects += 1
@@ -459,7 +686,10 @@ class Cluster:
         return ok
 
     async def _refresh_all(self) -> bool:
-        """Renew (or write again) every held room's key; close those another instance holds."""
+        """Renew (or write again) every held room's key; close those another instance holds.
+
+        Then this instance's entry of every address it holds rooms for.
+        """
         items = list(self._claims.items())
         ttl = int(self.ttl_s)
         for start in range(0, len(items), REFRESH_CHUNK):
@@ -476,7 +706,7 @@ class Cluster:
             for index in lost or ():
                 sid, claim = chunk[int(index) - 1]
                 self._kicked(sid, claim)
-        return True
+        return await self._write_rooms([a for a, n in self._room_counts.items() if n > 0])
 
     async def _flush_releases(self) -> None:
         releases, self._releases = self._releases, {}

@@ -154,7 +154,8 @@ class ServerMetrics:
         self.connections_open: Callable[[], int] = lambda: 0
         #: Per provider, whether its circuit breaker is open now (filled in by the providers).
         self.circuit_open: dict[str, Callable[[], bool]] = {}
-        #: Failed Redis calls (REDIS_URL), by operation: claim, refresh, release, ping, subscribe.
+        #: Failed Redis calls (REDIS_URL), by operation: claim, refresh, release, ping, subscribe,
+        #: and the per-address limits' handshake and rooms.
         self.redis_errors: collections.Counter[str] = collections.Counter()
         #: With REDIS_URL (filled in by the app): whether Redis answers and the kick
         #: subscriber is subscribed, and the cross-instance kicks sent and received.

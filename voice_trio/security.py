@@ -1,7 +1,7 @@
 """Who may open a room (DESIGN.md section 9): room tokens, origins, client addresses, limits.
 
 Every WebSocket handshake, on both serve paths, goes through one
-:meth:`HandshakeGuard.admit` before any room state exists. It answers with a
+:meth:`HandshakeGuard.enter` before any room state exists. It answers with a
 :class:`Ticket` (the session id and the client address, holding one of
 that address's room slots until released) or raises :class:`Refusal` with the
 HTTP status the client gets:
@@ -17,6 +17,12 @@ makes one for a team's own backend (``voice-trio token`` prints one). A token
 is taken from the query (``?token=``, since browsers cannot set headers on a
 WebSocket) or an ``Authorization: Bearer`` header. Tokens and the secret never
 reach a log, an event or a metric: refusals say what was wrong, never the value.
+
+With ``REDIS_URL`` the per-address limits (the handshake rate and the open
+rooms) are counted across instances too (:meth:`HandshakeGuard.share`, with
+:class:`voice_trio.cluster.Cluster`): one Redis call per handshake, under
+``REDIS_TIMEOUT_S``; when Redis is slow or down this instance's own counts
+decide, as on a single instance.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -38,6 +44,7 @@ __all__ = [
     "Ticket",
     "HandshakeGuard",
     "Refusal",
+    "SharedLimits",
     "TokenBucket",
     "client_key",
     "header_map",
@@ -265,15 +272,15 @@ class _Buckets:
     """One bucket per key, at most ``limit`` keys (the least recently used go first)."""
 
     def __init__(self, rate: float, burst: float, limit: int = MAX_TRACKED_ADDRESSES) -> None:
-        self._rate = rate
-        self._burst = burst
+        self.rate = rate
+        self.burst = burst
         self._limit = limit
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def take(self, key: str, now: float) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
             if len(self._buckets) > self._limit:
                 self._buckets.popitem(last=False)
         else:
@@ -282,6 +289,21 @@ class _Buckets:
 
 
 # ------------------------------------------------------------------ the guard
+
+
+class SharedLimits(Protocol):
+    """Per-address limits counted across instances (:class:`voice_trio.cluster.Cluster`)."""
+
+    def bind_rooms(self, counts: Mapping[str, int]) -> None:
+        """This instance's open rooms per address, kept up to date by the guard."""
+
+    async def handshake(
+        self, client: str, *, rate: float, burst: int, held: int, max_rooms: int
+    ) -> tuple[str, int] | None:
+        """``("ok" | "rate" | "rooms", rooms open across instances)``, or None: decide locally."""
+
+    def rooms_changed(self, client: str) -> None:
+        """``client``'s count here changed (a room ended, a handshake went unanswered)."""
 
 
 class Ticket:
@@ -335,11 +357,17 @@ class HandshakeGuard:
         self._clock = clock
         #: Rooms open (or being opened) per client address.
         self.rooms: dict[str, int] = {}
+        self._shared: SharedLimits | None = None
 
     @property
     def auth(self) -> bool:
         """Whether room tokens are required."""
         return bool(self._secret)
+
+    def share(self, limits: SharedLimits) -> None:
+        """Count the per-address limits across instances too (``REDIS_URL``), from now on."""
+        self._shared = limits
+        limits.bind_rooms(self.rooms)
 
     def admit(
         self,
@@ -349,16 +377,88 @@ class HandshakeGuard:
         peer: str,
         local: str | None,
     ) -> Ticket:
-        """Check one handshake (``headers`` with lower-case names); raise :class:`Refusal`."""
+        """Check one handshake (``headers`` with lower-case names); raise :class:`Refusal`.
+
+        This instance's own limits only; :meth:`enter` adds the shared ones.
+        """
         try:
             return self._admit(target, headers, peer, local)
         except Refusal as refusal:
             self._refused(refusal.reason)
             raise
 
-    def _admit(
-        self, target: str, headers: Mapping[str, str], peer: str, local: str | None
+    async def enter(
+        self,
+        target: str,
+        headers: Mapping[str, str],
+        *,
+        peer: str,
+        local: str | None,
     ) -> Ticket:
+        """:meth:`admit`, with the per-address limits counted across instances when shared.
+
+        The same checks, refusals and order. Every handshake that passes this
+        instance's rate makes one call to the shared limits, which spends the
+        address's shared token (before the answer, so that tokens are not
+        guessed faster on more instances) and, when every other check passed,
+        counts its room; the call takes at most ``REDIS_TIMEOUT_S``, and without
+        an answer this instance's own limits decide.
+        """
+        shared = self._shared
+        if shared is None:
+            return self.admit(target, headers, peer=peer, local=local)
+        try:
+            return await self._enter(shared, target, headers, peer, local)
+        except Refusal as refusal:
+            self._refused(refusal.reason)
+            raise
+
+    async def _enter(
+        self,
+        shared: SharedLimits,
+        target: str,
+        headers: Mapping[str, str],
+        peer: str,
+        local: str | None,
+    ) -> Ticket:
+        session_id, client, query = self._who(target, headers, peer)
+        if not self._rates.take(client, self._clock()):
+            raise Refusal(429, "handshake_rate", "too many connections from your address; wait")
+        denied: Refusal | None = None
+        try:
+            self._check_request(headers, query, session_id, local)
+        except Refusal as refusal:
+            denied = refusal  # told after the shared rate, as admit tells it after its own
+        held = self.rooms.get(client, 0)
+        asks = denied is None and held < self._max_rooms
+        if asks:  # held through the call: this instance's other handshakes count it
+            self.rooms[client] = held + 1
+        try:
+            verdict = await shared.handshake(
+                client,
+                rate=self._rates.rate,
+                burst=int(self._rates.burst),
+                held=held + 1 if asks else 0,
+                max_rooms=self._max_rooms,
+            )
+            if verdict is not None and verdict[0] == "rate":
+                raise Refusal(429, "handshake_rate", "too many connections from your address; wait")
+            if denied is not None:
+                raise denied
+            if not asks:
+                raise Refusal(429, "rooms_per_ip", f"your address has {held} rooms open already")
+            if verdict is not None and verdict[0] == "rooms":
+                raise Refusal(
+                    429, "rooms_per_ip", f"your address has {verdict[1]} rooms open already"
+                )
+        except BaseException:
+            if asks:
+                self._release(client)
+            raise
+        return Ticket(session_id, client, lambda: self._release(client))
+
+    def _who(self, target: str, headers: Mapping[str, str], peer: str) -> tuple[str, str, str]:
+        """The session id, the client address (counted under) and the query of a handshake."""
         path, _, query = target.partition("?")
         session_id = session_id_of(path)
         if session_id is None:
@@ -366,8 +466,25 @@ class HandshakeGuard:
         client = client_key(
             self.proxies.client(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"))
         )
+        return session_id, client, query
+
+    def _admit(
+        self, target: str, headers: Mapping[str, str], peer: str, local: str | None
+    ) -> Ticket:
+        session_id, client, query = self._who(target, headers, peer)
         if not self._rates.take(client, self._clock()):
             raise Refusal(429, "handshake_rate", "too many connections from your address; wait")
+        self._check_request(headers, query, session_id, local)
+        held = self.rooms.get(client, 0)
+        if held >= self._max_rooms:
+            raise Refusal(429, "rooms_per_ip", f"your address has {held} rooms open already")
+        self.rooms[client] = held + 1
+        return Ticket(session_id, client, lambda: self._release(client))
+
+    def _check_request(
+        self, headers: Mapping[str, str], query: str, session_id: str, local: str | None
+    ) -> None:
+        """The origin, the token, and a room without one only over loopback."""
         self._check_origin(headers.get("origin"), headers.get("host"))
         if self._secret:
             token = token_from(query, headers.get("authorization"))
@@ -383,11 +500,6 @@ class HandshakeGuard:
                 "unauthenticated",
                 "rooms need AUTH_SECRET on a non-loopback address (or ALLOW_UNAUTHENTICATED)",
             )
-        held = self.rooms.get(client, 0)
-        if held >= self._max_rooms:
-            raise Refusal(429, "rooms_per_ip", f"your address has {held} rooms open already")
-        self.rooms[client] = held + 1
-        return Ticket(session_id, client, lambda: self._release(client))
 
     def _release(self, client: str) -> None:
         held = self.rooms.get(client, 0) - 1
@@ -395,6 +507,8 @@ class HandshakeGuard:
             self.rooms[client] = held
         else:
             self.rooms.pop(client, None)
+        if self._shared is not None:
+            self._shared.rooms_changed(client)
 
     def _check_origin(self, origin: str | None, host: str | None) -> None:
         if origin is None:

@@ -556,7 +556,7 @@ class _FrontDoor:
         except OSError:
             return  # already gone
         try:
-            ticket = app.guard.admit(
+            ticket = await app.guard.enter(
                 handshake.target, header_map(handshake.headers), peer=peer, local=local
             )
         except Refusal as refusal:
