@@ -126,7 +126,8 @@ class Room:
         except trio.Cancelled:
             # Cancelled from outside (the server is going away without a drain).
             self.close(CloseCode.GOING_AWAY, "going away")
-            await self.outbox.send_close(CloseCode.GOING_AWAY, "going away", flush=False)
+            code = self.close_code or CloseCode.GOING_AWAY
+            await self.outbox.send_close(code, self.close_reason, flush=False)
             raise
         finally:
             self.closed.set()
@@ -302,6 +303,7 @@ class Room:
         if not fatal:
             await self.outbox.put(event)
             return
+        log.warning("room %s closed by a provider error: %s", self.session_id, code)
         # The room is closing: the event goes out with the close frame, after
         # whatever was queued, not through the writer that is being cancelled.
         self.outbox.last_words.append(p.encode(event))
