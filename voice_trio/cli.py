@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes sharing the port; each holds its own rooms [1]",
+    )
+    serve.add_argument(
+        "--graph",
+        metavar="MODULE:FACTORY",
+        help="the agent graph: a function of no arguments that returns a voice_trio.agent.Graph "
+        "(sets AGENT_GRAPH) [the demo receptionist]",
     )
     voices = commands.add_parser(
         "voices",
@@ -100,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             print("voice-trio: --workers must be at least 1", file=sys.stderr)
             return 2
+        if args.graph is not None:
+            os.environ["AGENT_GRAPH"] = args.graph  # --workers' processes read the environment
         try:
             settings = Settings.from_env()
         except ConfigError as exc:

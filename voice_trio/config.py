@@ -149,6 +149,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # keys are refreshed together this often.
     presence_ttl_s: Annotated[int, msgspec.Meta(ge=2)] = 20
     presence_refresh_s: Seconds = 5.0
+    agent_graph: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^([A-Za-z_][\w.]*:[A-Za-z_][\w.]*)?$",
+            description="the agent graph: `module:factory`, a function of no arguments that "
+            "returns a `voice_trio.agent.Graph` (imported from the current directory or the "
+            "installed packages); empty: the demo receptionist",
+        ),
+    ] = ""
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
@@ -310,4 +319,5 @@ _HELP = {
     "redis_timeout_s": "deadline of a Redis call on a room's path (then: as one instance)",
     "presence_ttl_s": "seconds a room's presence key lives unless refreshed",
     "presence_refresh_s": "seconds between two refreshes of all of an instance's presence keys",
+    "agent_graph": "the agent graph: module:factory (a function returning a Graph); empty: demo",
 }
