@@ -6,6 +6,8 @@
 - ``examples/http_voice.py``: a real room whose voice posts each clause to a
   stand-in TTS HTTP server on 127.0.0.1, and what a client sees when that
   server fails or refuses the key.
+- ``examples/watch_metrics.py``: what it says of a server that had to close a
+  client that stopped reading (queues too small for it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import trio
 
 from examples.http_voice import HttpVoiceApp
 from examples.order_graph import MENU, build_order_graph
+from examples.watch_metrics import fetch, report
 
 from .support import open_client, running_server, tone
 from .test_cli import _wait_healthy, free_port
@@ -284,3 +287,38 @@ def test_http_voice_app_needs_its_url(missing: str | None, monkeypatch) -> None:
     monkeypatch.delenv("TTS_HTTP_URL", raising=False)
     with pytest.raises(ConfigError, match="TTS_HTTP_URL"):
         HttpVoiceApp(tts_url=missing)
+
+
+# ------------------------------------------------------------------ the queues and metrics
+
+
+async def test_watch_metrics_names_a_slow_consumer_and_the_settings_to_tune() -> None:
+    # Tiny queues (4 messages of 2 s of audio each) and a 1 s patience, and a client
+    # that sends 5 minutes of audio to the echo brain and reads none of it back.
+    tuned = {"ws_outgoing_max": 4, "ws_tts_chunk_bytes": 96_000, "slow_client_timeout_s": 1}
+    async with running_server(**tuned) as server:
+        before = {f.figure: f for f in report(await fetch(server.url))}
+        assert before["slow consumers closed"].value == "0"
+        assert before["slow consumers closed"].advice == ""
+        assert before["time to first audio p50"].value == "n/a"
+        async with server.connect("slow", message_queue_size=1) as client:
+            for _ in range(300):
+                await client.send_audio(tone(48_000, seed=7))
+            with trio.fail_after(60):
+                while not await server.metric("voice_trio_slow_consumer_closes_total"):
+                    await trio.sleep(0.05)
+            code, _ = await client.closed()
+        assert code == 1013
+        after = {f.figure: f for f in report(await fetch(server.url))}
+        assert after["slow consumers closed"].value == "1"
+        assert "SLOW_CLIENT_TIMEOUT_S" in after["slow consumers closed"].advice
+        # As a team runs it.
+        done = await trio.run_process(
+            [sys.executable, "examples/watch_metrics.py", server.url],
+            cwd=ROOT,
+            capture_stdout=True,
+        )
+    lines = done.stdout.decode().splitlines()
+    slow = next(line for line in lines if line.startswith("slow consumers closed"))
+    assert slow.split()[3] == "1" and "<- clients whose outbox stayed full" in slow
+    assert any(line.startswith("rooms open") for line in lines)
