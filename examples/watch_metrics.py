@@ -114,7 +114,7 @@ def report(samples: Samples) -> list[Finding]:
             "clients sent more than ROOM_MESSAGE_RATE / ROOM_AUDIO_RATE (their excess dropped)",
         ),
         _rule(
-            "time to first audio p50",
+            "time to first audio p50, at most",
             histogram_quantile(samples, "voice_trio_time_to_first_audio_seconds", 0.5),
             lambda v: v > 1.5,
             "replies start late: the brain or the voice is slow (ASR_WORKERS, the provider)",

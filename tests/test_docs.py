@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import pkgutil
 import re
 from pathlib import Path
+
+import pytest
 
 import voice_trio
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_VI = ROOT / "README.vi.md"
+DOCS = ROOT / "docs"
+GUIDES = [README, README_VI, *sorted(DOCS.glob("*.md"))]
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _COMMENT = re.compile(r"\s+#.*$")
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def section(text: str, heading: str) -> str:
@@ -82,3 +88,45 @@ def test_architecture_names_what_exists() -> None:
             wrong.append(path)
     assert checked >= 15
     assert not wrong, f"docs/architecture.md names what the code does not have: {wrong}"
+
+
+@pytest.mark.parametrize("page", GUIDES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(page: Path) -> None:
+    missing = []
+    for target in _LINK.findall(page.read_text()):
+        if "://" in target or target.startswith("#"):
+            continue
+        if not (page.parent / target.split("#", 1)[0]).exists():
+            missing.append(target)
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", ["customise.md", "customise.vi.md"])
+def test_the_guides_code_excerpts_are_the_examples_code(page: str) -> None:
+    """A block that starts ``# examples/x.py`` is copied from that file, as it is now."""
+    excerpts = 0
+    for language, body in _FENCE.findall((DOCS / page).read_text()):
+        first, _, code = body.partition("\n")
+        if language != "python" or not first.startswith("# examples/"):
+            continue
+        source = (ROOT / first[2:]).read_text()
+        assert code in source, f"{page}: this excerpt is not in {first[2:]} any more:\n{code}"
+        excerpts += 1
+    assert excerpts >= 4
+
+
+@pytest.mark.parametrize("page", ["customise.md", "customise.vi.md"])
+async def test_the_guides_offline_test_runs(page: str) -> None:
+    """The "test it offline" snippet of the guide passes as written."""
+    from examples.order_graph import build_order_graph
+
+    snippets = [
+        body
+        for language, body in _FENCE.findall((DOCS / page).read_text())
+        if language == "python" and body.startswith("graph = build_order_graph()")
+    ]
+    assert len(snippets) == 1
+    scope: dict[str, object] = {"json": json, "build_order_graph": build_order_graph}
+    indented = "".join(f"    {line}\n" for line in snippets[0].splitlines())
+    exec(f"async def snippet():\n{indented}", scope)  # noqa: S102  # our own docs
+    await scope["snippet"]()  # type: ignore[operator]
