@@ -6,6 +6,8 @@
 - ``examples/http_voice.py``: a real room whose voice posts each clause to a
   stand-in TTS HTTP server on 127.0.0.1, and what a client sees when that
   server fails or refuses the key.
+- ``examples/llm_responder.py``: the embedded brain hearing and speaking, a
+  stand-in chat-completions server on 127.0.0.1 deciding.
 - ``examples/watch_metrics.py``: what it says of a server that had to close a
   client that stopped reading (queues too small for it).
 """
@@ -30,6 +32,7 @@ import pytest
 import trio
 
 from examples.http_voice import HttpVoiceApp
+from examples.llm_responder import LlmApp
 from examples.order_graph import MENU, build_order_graph
 from examples.watch_metrics import fetch, report
 
@@ -322,3 +325,108 @@ async def test_watch_metrics_names_a_slow_consumer_and_the_settings_to_tune() ->
     slow = next(line for line in lines if line.startswith("slow consumers closed"))
     assert slow.split()[3] == "1" and "<- clients whose outbox stayed full" in slow
     assert any(line.startswith("rooms open") for line in lines)
+
+
+# ------------------------------------------------------------------ the chat-model responder
+
+
+@dataclass
+class StandInChat:
+    """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 with canned replies."""
+
+    replies: list[str]
+    status: int = 200
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        chat = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                auth = self.headers.get("Authorization")
+                chat.requests.append({**body, "path": self.path, "auth": auth})
+                if chat.status != 200:
+                    payload = b'{"error": "overloaded"}'
+                else:
+                    reply = chat.replies.pop(0)
+                    message = {"role": "assistant", "content": reply}
+                    payload = json.dumps({"choices": [{"index": 0, "message": message}]}).encode()
+                self.send_response(chat.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+@contextmanager
+def stand_in_chat(replies: list[str], status: int = 200) -> Iterator[StandInChat]:
+    chat = StandInChat(replies=replies, status=status)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), chat.handler())
+    chat.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield chat
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_llm_responder_decides_for_the_embedded_brain(local_speech, tmp_path) -> None:
+    replies = ["Dạ, bây giờ là mười giờ sáng.", "Không có gì ạ, chúc anh một ngày vui."]
+    with stand_in_chat(list(replies)) as chat, trio.fail_after(120):
+        app_class = partial(LlmApp, llm_url=chat.url, llm_model="m", llm_key="k-123")
+        serving = running_server(
+            voice_brain="local",
+            speech=local_speech,
+            app_class=app_class,  # type: ignore[arg-type]
+            agent_db_path=str(tmp_path / "unused.sqlite3"),
+        )
+        async with serving as server, server.connect("llm") as client:
+            text, audio = await _turn(client, "mấy giờ rồi")
+            assert text == replies[0]
+            assert_speech(audio, min_seconds=1.5)
+            text, _ = await _turn(client, "cảm ơn em")
+            assert text == replies[1]
+    first, second = chat.requests
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer k-123"
+    assert first["model"] == "m" and first["messages"][0]["role"] == "system"
+    assert first["messages"][1:] == [{"role": "user", "content": "mấy giờ rồi"}]
+    assert second["messages"][1:] == [
+        {"role": "user", "content": "mấy giờ rồi"},
+        {"role": "assistant", "content": replies[0]},
+        {"role": "user", "content": "cảm ơn em"},
+    ]
+
+
+async def test_llm_failure_is_an_error_and_the_conversation_survives_the_brain(
+    local_speech, tmp_path
+) -> None:
+    with stand_in_chat(["Dạ, em nghe đây ạ."], status=503) as chat, trio.fail_after(120):
+        app_class = partial(LlmApp, llm_url=chat.url, llm_key="")
+        serving = running_server(
+            voice_brain="local",
+            speech=local_speech,
+            app_class=app_class,  # type: ignore[arg-type]
+            agent_db_path=str(tmp_path / "unused.sqlite3"),
+        )
+        async with serving as server, server.connect("llm-503") as client:
+            await client.send_json(type="text", text="alo")
+            error = await client.expect("error")
+            assert (error["code"], error["fatal"]) == ("llm_failed", False)
+            assert error["message"] == "the language model answered 503"
+            chat.status = 200
+            # A new brain for the next turn, the same conversation: "alo" is remembered.
+            text, _ = await _turn(client, "có ai không")
+            assert text == "Dạ, em nghe đây ạ."
+    assert chat.requests[0]["auth"] is None  # no key: no header
+    users = [m["content"] for m in chat.requests[1]["messages"] if m["role"] == "user"]
+    assert users == ["alo", "có ai không"]
