@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
+import operator
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,7 +59,7 @@ from .security import (
 from .session import Session
 from .transport import ASGITransport, Transport
 
-__all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
+__all__ = ["VoiceTrioApp", "app", "STATIC_DIR", "load_graph"]
 
 log = logging.getLogger("voice_trio")
 
@@ -221,12 +225,15 @@ class VoiceTrioApp:
             settings, instance_id=default_instance_id(settings.instance_id, port=self.listen_port)
         )
         try:
+            # The graph first: a mistyped AGENT_GRAPH fails before the models load.
+            if settings.brain in ("local", "azure") and self.agent is None:
+                self.agent = await trio.to_thread.run_sync(load_graph, settings)
             if self.needs_speech and self.speech is None:
                 self.speech = await LocalSpeech.load(settings)
-            if settings.brain in ("local", "azure") and self.agent is None:
-                self.agent = await trio.to_thread.run_sync(
-                    build_receptionist, settings.agent_db_path or default_db_path()
-                )
+        except ConfigError as exc:
+            log.error("bad configuration: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
         except Exception as exc:
             log.exception("could not load the embedded brain (speech models, agent graph)")
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -478,6 +485,34 @@ class VoiceTrioApp:
         room = self.rooms.get(session_id)
         if room is not None:
             room.close(CloseCode.REPLACED, "replaced")
+
+
+def load_graph(settings: Settings) -> Graph:
+    """The agent graph: AGENT_GRAPH's ``module:factory`` called with no arguments, else the demo.
+
+    The module is imported from the current directory first (as ``uvicorn`` and
+    ``gunicorn`` find an app), so a team's graph needs no packaging to be tried.
+    Raises :class:`ConfigError` when it cannot be imported or is not a graph factory.
+    """
+    spec = settings.agent_graph
+    if not spec:
+        return build_receptionist(settings.agent_db_path or default_db_path())
+    module_name, _, name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory = operator.attrgetter(name)(importlib.import_module(module_name))
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"AGENT_GRAPH={spec}: {type(exc).__name__}: {exc}") from None
+    if not callable(factory):
+        raise ConfigError(f"AGENT_GRAPH={spec}: {name} is not a function")
+    graph = factory()
+    if not isinstance(graph, Graph):
+        raise ConfigError(
+            f"AGENT_GRAPH={spec}: {name}() returned {type(graph).__name__}, "
+            "not a voice_trio.agent.Graph"
+        )
+    return graph
 
 
 #: Seconds between two freezes of the tracked objects (:func:`freeze_survivors`).

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "table of what works; exits 1 when a check fails, 2 when a setting is invalid.",
     )
     check.add_argument("--timeout", type=float, default=10.0, help="seconds per network step [10]")
+    serve.add_argument(
+        "--graph",
+        metavar="MODULE:FACTORY",
+        help="the agent graph: a function of no arguments that returns a voice_trio.agent.Graph "
+        "(sets AGENT_GRAPH) [the demo receptionist]",
+    )
     voices = commands.add_parser(
         "voices",
         help="list the Cartesia voices that speak a language (for CARTESIA_VOICE_ID)",
@@ -162,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             print("voice-trio: --workers must be at least 1", file=sys.stderr)
             return 2
+        if args.graph is not None:
+            os.environ["AGENT_GRAPH"] = args.graph  # --workers' processes read the environment
         try:
             settings = Settings.from_env()
         except ConfigError as exc:

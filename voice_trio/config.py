@@ -539,6 +539,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         float,
         Meta(gt=0, description="seconds an event may take to reach the sink, then dropped"),
     ] = 5.0
+    agent_graph: Annotated[
+        str,
+        Meta(
+            pattern=r"^([A-Za-z_][\w.]*:[A-Za-z_][\w.]*)?$",
+            description="the agent graph: `module:factory`, a function of no arguments that "
+            "returns a `voice_trio.agent.Graph` (imported from the current directory or the "
+            "installed packages); empty: the demo receptionist",
+        ),
+    ] = ""
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
