@@ -115,6 +115,14 @@ class Outbox:
     async def put_audio(self, chunk: bytes, turn: RoomTurn) -> None:
         await self._put(AudioChunk(turn.epoch, chunk, turn))
 
+    def put_audio_nowait(self, chunk: bytes, turn: RoomTurn) -> bool:
+        """Queue audio if there is room now (False: the outbox is full)."""
+        try:
+            self._tx.send_nowait(AudioChunk(turn.epoch, chunk, turn))
+        except trio.WouldBlock:
+            return False
+        return True
+
     def put_droppable(self, event: Any) -> None:
         """Queue a delta or metrics event, or drop and count it if the outbox is full."""
         try:

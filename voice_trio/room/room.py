@@ -164,7 +164,10 @@ class Room:
         if idle >= settings.session_idle_s:
             self.close(CloseCode.NORMAL, f"idle for {settings.session_idle_s:g} s")
             return
-        if idle >= settings.upstream_idle_s and not (self.turn and self.turn.speaking):
+        turn = self.turn
+        if turn is not None:
+            turn.flush_stale(now)
+        if idle >= settings.upstream_idle_s and not (turn and turn.speaking):
             self.upstream.stop()
         if (
             self._active_since_metrics

@@ -61,7 +61,6 @@ class RoomTurn:
         "ttfa_ms",
         "voice_done",
         "_voice_tx",
-        "_flush_armed",
         "_held_since",
     )
 
@@ -87,7 +86,6 @@ class RoomTurn:
         #: Set once the voice has finished with this turn (None: no voice yet).
         self.voice_done: trio.Event | None = None
         self._voice_tx: trio.MemorySendChannel[str] | None = None
-        self._flush_armed = False
         self._held_since = 0.0
 
     @property
@@ -220,31 +218,31 @@ class RoomTurn:
             await self._push_audio(pcm)
 
     async def _push_audio(self, pcm: bytes) -> None:
-        self.room.touch()
+        room = self.room
+        room.touch()
         chunker = self.chunker
         held = chunker.pending
         chunks = chunker.push(pcm)
         for chunk in chunks:
             await self._queue_audio(chunk)
         if chunker.pending and (chunks or not held):
-            # What is held now arrived now: no audio waits there longer than a chunk's duration.
-            self._held_since = trio.current_time()
-            if not self._flush_armed:
-                self._flush_armed = True
-                self.room.upstream.nursery().start_soon(self._flush_later)
+            self._held_since = room.last_activity  # what is held now arrived now
 
-    async def _flush_later(self) -> None:
-        chunk_s = self.chunker.size / (2 * OUTPUT_SAMPLE_RATE)
-        try:
-            while self.chunker.pending and not self.ended:
-                due = self._held_since + chunk_s
-                if trio.current_time() < due:
-                    await trio.sleep_until(due)
-                elif self.chunker.pending:
-                    # Nothing came to fill it for a chunk's duration: send it as it is.
-                    await self._queue_audio(self.chunker.flush())
-        finally:
-            self._flush_armed = False
+    def flush_stale(self, now: float) -> None:
+        """No audio waits in the chunker for more than a chunk's duration (the sweeper's call).
+
+        A partial chunk held that long (nothing came to fill it) is sent as it is.
+        """
+        chunker = self.chunker
+        if not chunker.pending or self.ended:
+            return
+        if now - self._held_since < chunker.size / (2 * OUTPUT_SAMPLE_RATE):
+            return
+        rest = chunker.flush()
+        if self.room.outbox.put_audio_nowait(rest, self):
+            self.queued_bytes += len(rest)
+        else:
+            chunker.push(rest)  # the outbox is full: at the next sweep
 
     async def _queue_audio(self, chunk: bytes) -> None:
         self.queued_bytes += len(chunk)
