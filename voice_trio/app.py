@@ -47,6 +47,7 @@ from .providers.breaker import CircuitBreaker
 from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .record import NullRecorder, Recorder
+from .resume import SessionKeeper
 from .room import CloseCode, Room
 from .security import (
     HandshakeGuard,
@@ -95,6 +96,8 @@ class VoiceTrioApp:
         self._nursery: trio.Nursery | None = None
         #: Presence and the cross-instance kick in Redis (REDIS_URL; None: one instance).
         self.cluster: Cluster | None = None
+        #: The conversations kept for resume (SESSION_RESUME_TTL_S; None: off), at start-up.
+        self.keeper: SessionKeeper | None = None
         #: Where rooms hand their records (voice_trio.outofband: transcripts, jobs, events);
         #: built at start-up.
         self.recorder: Recorder = NullRecorder()
@@ -282,6 +285,12 @@ class VoiceTrioApp:
                     cluster.statistics().kicks_received,
                 )
                 await nursery.start(cluster.run)
+            if settings.session_resume_ttl_s > 0:
+                self.keeper = SessionKeeper(
+                    ttl_s=settings.session_resume_ttl_s, max_bytes=settings.session_store_max_bytes
+                )
+                self.keeper.cluster, self.keeper.graph = self.cluster, self.agent
+                await nursery.start(self.keeper.run)
             await self._start_recorders(settings, nursery)
             self._nursery = nursery
             with record_gc_pauses(self.metrics.gc_pause):
@@ -459,6 +468,7 @@ class VoiceTrioApp:
             transport=transport,
             brain_rates=self.brain_input_rates,
             recorder=self.recorder,
+            keeper=self.keeper,
         )
         self.rooms[session_id] = room
         cluster, claim = self.cluster, 0
@@ -470,11 +480,20 @@ class VoiceTrioApp:
                 old.close(CloseCode.REPLACED, "replaced")
                 with trio.move_on_after(5.0):
                     await old.closed.wait()
+            if self.keeper is not None:
+                # The conversation goes on: the replaced room's, else the one kept (here or
+                # in Redis: at most REDIS_TIMEOUT_S).
+                kept = old.session if old is not None else await self.keeper.find(session_id)
+                if kept is not None and (kept.heard or kept.conversation is not None):
+                    kept.resumed = True
+                    room.resume(kept)
             if self.shutting_down:
                 room.close(CloseCode.GOING_AWAY, "server shutting down")
             with logs.room_context(session_id, self.settings.instance_id):
                 await room.serve()
         finally:
+            if self.keeper is not None:
+                self.keeper.mark(room.session)
             if self.rooms.get(session_id) is room:
                 del self.rooms[session_id]
                 if cluster is not None:

@@ -476,6 +476,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "(at most half of `PRESENCE_TTL_S`)",
         ),
     ] = 5.0
+    session_resume_ttl_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="seconds a conversation is kept after each turn, so that a room opened "
+            "again for its session id resumes it (on any instance with `REDIS_URL`); 0: never",
+        ),
+    ] = 600.0
+    session_store_max_bytes: Annotated[
+        int,
+        Meta(
+            ge=65_536,
+            description="bytes of conversations this process keeps for resume (oldest dropped "
+            "first)",
+        ),
+    ] = 67_108_864
     # Out of band (issue #14: voice_trio.transcripts, voice_trio.jobs, voice_trio.analytics).
     transcripts: Annotated[
         bool,
