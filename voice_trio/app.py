@@ -42,6 +42,9 @@ from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .room import CloseCode, Room
 from .security import HandshakeGuard, Refusal, header_map, refusal_headers, session_id_of
+from .telephony import STREAM_PATH as PHONE_STREAM_PATH
+from .telephony import VOICE_PATH as PHONE_VOICE_PATH
+from .telephony import TwilioBridge
 from .transport import ASGITransport, Transport
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR"]
@@ -94,10 +97,13 @@ class VoiceTrioApp:
         self.metrics.circuit_open["asr"] = lambda: (
             self.speech is not None and self.speech.breaker.is_open()
         )
+        #: Phone calls (Twilio Media Streams): the voice webhook and the stream.
+        self.twilio = TwilioBridge(self)
         self._http = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/metrics", self._metrics),
+                Route(PHONE_VOICE_PATH, self.twilio.voice, methods=["POST"]),
                 Mount("/", StaticFiles(directory=static_dir or STATIC_DIR, html=True)),
             ]
         )
@@ -342,8 +348,9 @@ class VoiceTrioApp:
             return
         query = scope.get("query_string", b"").decode("latin-1")
         client, server = scope.get("client"), scope.get("server")
+        phone = scope["path"] == PHONE_STREAM_PATH
         try:
-            ticket = self.guard.admit(
+            ticket = (self.twilio.admit if phone else self.guard.admit)(
                 scope["path"] + ("?" + query if query else ""),
                 header_map(scope.get("headers", [])),
                 peer=client[0] if client else "",
@@ -354,7 +361,11 @@ class VoiceTrioApp:
             return
         try:
             await send({"type": "websocket.accept"})
-            await self.serve_room(ticket.session_id, ASGITransport(send, receive))
+            transport = ASGITransport(send, receive)
+            if phone:  # the session id comes with the call's `start`
+                await self.twilio.serve(transport)
+            else:
+                await self.serve_room(ticket.session_id, transport)
         finally:
             ticket.release()
 

@@ -149,6 +149,36 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # keys are refreshed together this often.
     presence_ttl_s: Annotated[int, msgspec.Meta(ge=2)] = 20
     presence_refresh_s: Seconds = 5.0
+    # Phone calls (voice_trio.telephony: Twilio Media Streams on /telephony/twilio).
+    twilio_auth_token: Annotated[
+        str,
+        msgspec.Meta(
+            description="Twilio auth token: set, the voice webhook and the stream must carry a "
+            "valid X-Twilio-Signature (a secret: never shown)"
+        ),
+    ] = ""
+    twilio_public_url: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^(https?://[^/?#\s]+)?$",
+            description="https://host Twilio reaches this server at (signatures, the stream URL "
+            "in the TwiML); empty: the request's own host",
+        ),
+    ] = ""
+    twilio_lead_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=40, le=2000, description="agent audio sent ahead of real time on a phone line (ms)"
+        ),
+    ] = 160
+    twilio_dtmf_gap_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=100,
+            le=10_000,
+            description="keypad digits end a turn after this long without another (or on #)",
+        ),
+    ] = 1000
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
@@ -230,7 +260,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 #: Settings whose values are secrets: never printed, logged or shown as a default.
 SECRET_FIELDS: frozenset[str] = frozenset(
     # REDIS_URL may hold a password (redis://:password@host).
-    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url")
+    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url", "twilio_auth_token")
 )
 _DEFAULTS = Settings()
 
