@@ -419,7 +419,10 @@ async def test_the_marks_say_what_the_model_remembers_hearing() -> None:
     async with open_fake_azure(**fake_options) as fake:
         app_class = azure_app(fake, turn_detection="none")
         with trio.fail_after(30):
-            async with running_server(app_class=app_class) as server, call(server) as carrier:
+            async with (
+                running_server(app_class=app_class, twilio_dtmf_gap_ms=2000) as server,
+                call(server) as carrier,
+            ):
                 await carrier.press("1#")  # a typed turn: the model answers in audio
                 await carrier.wait_until(lambda: any(m >= 600 for m in carrier.marks_of("resp_1")))
                 carrier.holding = True  # the line stalls: nothing more plays, no mark returns
@@ -435,6 +438,11 @@ async def test_the_marks_say_what_the_model_remembers_hearing() -> None:
                 sent_ms = server.app.rooms["CA" + "ab" * 16].turn.sent_ms  # type: ignore[union-attr]
                 assert heard + 200 < sent_ms  # the server had sent more than was heard
                 assert server.app.twilio.calls["CA" + "ab" * 16].played_ms("resp_1") == heard
+                # The key was also a turn: "1" was ended by "#", "2" by the pause after it.
+                assert session.last_user_text() == "1"
+                with trio.fail_after(5):
+                    while session.last_user_text() != "2":
+                        await trio.sleep(0.02)
 
 
 @BOTH_PATHS

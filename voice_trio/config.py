@@ -168,9 +168,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     twilio_lead_ms: Annotated[
         int,
         msgspec.Meta(
-            ge=40, le=2000, description="agent audio sent ahead of real time on a phone line (ms)"
+            ge=120, le=2000, description="agent audio sent ahead of real time on a phone line (ms)"
         ),
-    ] = 160
+    ] = 200
     twilio_dtmf_gap_ms: Annotated[
         int,
         msgspec.Meta(

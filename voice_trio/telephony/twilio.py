@@ -93,9 +93,14 @@ VOICE_PATH: Final = "/telephony/twilio/voice"
 CARRIER_RATE: Final = 8000
 FRAME_BYTES: Final = 160
 FRAME_S: Final = FRAME_BYTES / CARRIER_RATE
-#: The sender wakes once per this much audio (two frames a wake-up): the lead then
-#: stays between TWILIO_LEAD_MS less this and TWILIO_LEAD_MS.
-PACE_S: Final = 2 * FRAME_S
+#: The sender wakes once per this much audio (five frames, sent in one write): the
+#: lead then stays between TWILIO_LEAD_MS less this and TWILIO_LEAD_MS. Each write
+#: to a socket costs a system call; at two frames a wake-up the writes were the
+#: largest cost of a phone room (bench/README.md, "Phone rooms").
+PACE_S: Final = 5 * FRAME_S
+#: Inbound frames handed to the room together (40 ms): half the room's per-message
+#: work, for at most 20 ms more before the brain hears a frame (Silero's window is 32 ms).
+INBOUND_FRAMES: Final = 2
 #: Outbound audio held for the line, at most (a response's whole speech usually fits;
 #: past it the room's writer waits, as for a slow client): 60 s of G.711, 480 KB.
 MAX_QUEUED_BYTES: Final = 60 * CARRIER_RATE
@@ -327,7 +332,7 @@ class TwilioTransport:
         *,
         stream_sid: str,
         encoding: str = "audio/x-mulaw",
-        lead_s: float = 0.16,
+        lead_s: float = 0.2,
         dtmf_gap_s: float = 1.0,
     ) -> None:
         self._carrier = carrier
@@ -374,6 +379,7 @@ class TwilioTransport:
         self._digits = ""
         self._digits_due = 0.0
         self._bad_log = RateLimitedLog(log, burst=3)
+        self._heard = bytearray()  # inbound PCM not yet handed to the room
         self.frames_in = 0
         self.frames_out = 0
         self.marks_sent = 0
@@ -439,11 +445,19 @@ class TwilioTransport:
                 if event.media.track not in ("inbound", "inbound_track"):
                     continue
                 self.frames_in += 1
-                pcm = self._decode_g711(event.media.payload)
-                if not self._inbound:
-                    return pcm
-                self._inbound.append(pcm)
-            elif isinstance(event, Mark):
+                self._heard += self._decode_g711(event.media.payload)
+                if len(self._heard) >= INBOUND_FRAMES * FRAME_BYTES * 2:
+                    pcm = bytes(self._heard)
+                    self._heard.clear()
+                    if not self._inbound:
+                        return pcm
+                    self._inbound.append(pcm)
+                continue
+            # Anything else first hands the room the audio before it, in order.
+            if self._heard:
+                self._inbound.append(bytes(self._heard))
+                self._heard.clear()
+            if isinstance(event, Mark):
                 self._on_mark(event.mark.name)
             elif isinstance(event, Dtmf):
                 self._on_dtmf(event.dtmf.digit)
@@ -700,29 +714,26 @@ class TwilioBridge:
         *,
         peer: str,
         local: str | None,
-        scheme: str = "ws",
     ) -> Ticket:
         """Check the stream's handshake (``headers`` with lower-case names); raise
         :class:`~voice_trio.security.Refusal`. The session id comes later, with the call."""
         try:
-            return self._admit(target, headers, peer, local, scheme)
+            return self._admit(target, headers, peer, local)
         except Refusal as refusal:
             self._refused(refusal.reason)
             raise
 
     def _admit(
-        self, target: str, headers: Mapping[str, str], peer: str, local: str | None, scheme: str
+        self, target: str, headers: Mapping[str, str], peer: str, local: str | None
     ) -> Ticket:
         settings = self._settings
         if "origin" in headers:
             raise Refusal(403, "origin", "a web page may not open a phone stream")
         if settings.twilio_auth_token:
             signature = headers.get("x-twilio-signature")
-            base = self.public_base(headers, scheme, peer)
-            path = target.partition("?")[0]
-            # Twilio signs the stream's URL as the TwiML gave it (wss://); its https:// twin
-            # is accepted too.
-            urls = [_ws_form(base) + path, _http_form(base) + path]
+            base = self.public_base(headers, "wss", peer)
+            # Twilio signs the stream's URL as the TwiML gave it (wss://).
+            urls = _any_scheme(base + target.partition("?")[0])
             if not signature or not valid_signature(settings.twilio_auth_token, signature, urls):
                 raise Refusal(403, "twilio_signature", "the X-Twilio-Signature is missing or wrong")
         elif (
@@ -835,7 +846,7 @@ class TwilioBridge:
             url = base + request.url.path + ("?" + query if query else "")
             signature = request.headers.get("x-twilio-signature")
             if not signature or not valid_signature(
-                settings.twilio_auth_token, signature, [url], params
+                settings.twilio_auth_token, signature, _any_scheme(url), params
             ):
                 self._refused("twilio_signature")
                 return PlainTextResponse("bad X-Twilio-Signature\n", status_code=403)
@@ -869,6 +880,8 @@ def _ws_form(base: str) -> str:
     return {"https": "wss", "http": "ws"}.get(scheme, scheme) + sep + rest
 
 
-def _http_form(base: str) -> str:
-    scheme, sep, rest = base.partition("://")
-    return {"wss": "https", "ws": "http"}.get(scheme, scheme) + sep + rest
+def _any_scheme(url: str) -> list[str]:
+    """``url`` with each scheme Twilio may have signed it with. A TLS-terminating proxy
+    hides the scheme from the server; the host and path signed are what matter."""
+    rest = url.partition("://")[2]
+    return [f"{scheme}://{rest}" for scheme in ("wss", "https", "ws", "http")]
