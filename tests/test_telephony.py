@@ -48,19 +48,18 @@ from .test_voice import assert_speech
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"  # a Twilio auth token's shape: 32 hex digits
 SECRET = "s" * 32
 FRAME_S = 0.02
-SILENCE = bytes([g711.ULAW_SILENCE]) * FRAME_BYTES
 _strict_media = msgspec.json.Decoder(MediaOut, strict=True)
 
 
-def to_line(pcm24: bytes) -> bytes:
-    """24 kHz PCM16 (eSpeak's) as a phone carries it: 8 kHz mu-law."""
+def to_line(pcm24: bytes, encode: Any = g711.ulaw_encode) -> bytes:
+    """24 kHz PCM16 (eSpeak's) as a phone carries it: 8 kHz mu-law (or A-law)."""
     pcm8 = soxr.resample(np.frombuffer(pcm24, dtype="<i2"), 24_000, 8_000, quality="HQ")
-    return g711.ulaw_encode(pcm8.astype("<i2").tobytes())
+    return bytes(encode(pcm8.astype("<i2").tobytes()))
 
 
-def from_line(ulaw: bytes) -> bytes:
+def from_line(line: bytes, decode: Any = g711.ulaw_decode) -> bytes:
     """What the caller hears (mu-law 8 kHz) as 24 kHz PCM16, for :func:`assert_speech`."""
-    pcm8 = np.frombuffer(g711.ulaw_decode(ulaw), dtype="<i2")
+    pcm8 = np.frombuffer(decode(line), dtype="<i2")
     return bytes(soxr.resample(pcm8, 8_000, 24_000, quality="HQ").astype("<i2").tobytes())
 
 
@@ -146,8 +145,13 @@ def test_twiml_escapes_what_it_carries() -> None:
 class Carrier:
     """A phone carrier's side of one Media Streams socket (see the module docstring)."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, stream_sid: str) -> None:
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, stream_sid: str, encoding: str
+    ) -> None:
         self.ws = ws
+        alaw = encoding == "audio/x-alaw"
+        self.encode = g711.alaw_encode if alaw else g711.ulaw_encode
+        self.silence = bytes([g711.ALAW_SILENCE if alaw else g711.ULAW_SILENCE]) * FRAME_BYTES
         self.stream_sid = stream_sid
         self.received: list[dict[str, Any]] = []
         #: Everything played to the caller (mu-law), and per mark name where it ended.
@@ -231,9 +235,9 @@ class Carrier:
         start = trio.current_time()
         chunk = 0
         while self.closed is None:
-            frame = bytes(self._mic[:FRAME_BYTES]) or SILENCE
+            frame = bytes(self._mic[:FRAME_BYTES]) or self.silence
             del self._mic[:FRAME_BYTES]
-            frame += SILENCE[: FRAME_BYTES - len(frame)]
+            frame += self.silence[: FRAME_BYTES - len(frame)]
             chunk += 1
             try:
                 await self.send(
@@ -254,7 +258,7 @@ class Carrier:
     async def say(self, pcm24: bytes, *, after_s: float = 0.0) -> None:
         """Speak (24 kHz PCM16) into the line at real time; return when it has all gone."""
         self._mic_empty = trio.Event()
-        self._mic += to_line(pcm24) + SILENCE * int(after_s / FRAME_S)
+        self._mic += to_line(pcm24, self.encode) + self.silence * int(after_s / FRAME_S)
         await self._mic_empty.wait()
 
     async def press(self, keys: str) -> None:
@@ -283,6 +287,8 @@ async def call(
     call_sid: str = "CA" + "ab" * 16,
     parameters: dict[str, str] | None = None,
     signed: bool = False,
+    encoding: str = "audio/x-mulaw",
+    rate: int = 8000,
 ) -> AsyncIterator[Carrier]:
     """A call on ``server``: ``parameters`` as the TwiML passed them (default: the webhook's)."""
     if parameters is None:
@@ -291,7 +297,7 @@ async def call(
     headers = [("X-Twilio-Signature", twilio_signature(AUTH_TOKEN, url))] if signed else []
     stream_sid = "MZ" + "cd" * 16
     async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
-        carrier = Carrier(ws, stream_sid)
+        carrier = Carrier(ws, stream_sid, encoding)
         await carrier.send("connected", protocol="Call", version="1.0.0")
         await carrier.send(
             "start",
@@ -300,7 +306,7 @@ async def call(
                 "streamSid": stream_sid,
                 "callSid": call_sid,
                 "tracks": ["inbound"],
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "mediaFormat": {"encoding": encoding, "sampleRate": rate, "channels": 1},
                 "customParameters": parameters,
             },
         )
@@ -373,6 +379,29 @@ async def test_an_echo_call_hears_itself_at_real_time_and_stop_ends_the_room(
                 await trio.sleep(0.01)
             assert await server.metric("voice_trio_rooms_open") == 0
             assert server.app.twilio.calls == {}
+
+
+async def test_an_a_law_line_is_answered_in_a_law(local_speech: Any) -> None:
+    """The echo brain with the embedded voice: keys typed are said back, in A-law."""
+    with trio.fail_after(60):
+        async with running_server(voice_tts="local", speech=local_speech) as server:
+            async with call(server, encoding="audio/x-alaw") as carrier:
+                await carrier.press("0912345678#")
+                # (The echo's own response, for the line's silence, is voiceless: the
+                # answer is the next one.)
+                await carrier.wait_until(lambda: any(m >= 1500 for m in carrier.marks_of("resp_2")))
+                await carrier.wait_until(lambda: not carrier._line)
+                heard = from_line(bytes(carrier.heard), g711.alaw_decode)
+                assert_speech(heard, min_seconds=1.5)
+                # Its pauses are quiet: mu-law's silence (0xFF) read as A-law is full scale.
+                samples = np.frombuffer(heard, dtype="<i2").astype(np.float64)
+                frames = samples[: len(samples) // 2400 * 2400].reshape(-1, 2400)
+                assert np.sqrt(np.mean(frames**2, axis=1)).min() < 100
+            # A line the rooms cannot take is refused with its reason.
+            async with call(server, rate=16_000) as carrier:
+                await carrier.wait_until(lambda: carrier.closed is not None)
+                assert carrier.closed == (1003, "the stream must be 8 kHz mono mu-law or A-law")
+            assert server.app.rooms == {}
 
 
 async def test_the_embedded_brain_answers_the_phone(
