@@ -379,7 +379,7 @@ class TwilioTransport:
         self._digits = ""
         self._digits_due = 0.0
         self._bad_log = RateLimitedLog(log, burst=3)
-        self._heard = bytearray()  # inbound PCM not yet handed to the room
+        self._uplink = bytearray()  # inbound PCM not yet handed to the room
         self.frames_in = 0
         self.frames_out = 0
         self.marks_sent = 0
@@ -405,7 +405,8 @@ class TwilioTransport:
     def played_ms(self, response_id: str) -> int | None:
         """What the caller has heard of ``response_id``'s audio, by the carrier's marks:
         the end of the last mark it echoed (0 before the first); None for a response
-        this transport never saw. The room's hook for truncation (see the report)."""
+        this transport never saw. What a barge-in should truncate the response to; the
+        room's clock estimate is later by the lead and the carrier's own buffer."""
         if response_id == self._played_response:
             return self._played_ms
         if response_id in (self._latest, self._line, self._cut):
@@ -445,18 +446,18 @@ class TwilioTransport:
                 if event.media.track not in ("inbound", "inbound_track"):
                     continue
                 self.frames_in += 1
-                self._heard += self._decode_g711(event.media.payload)
-                if len(self._heard) >= INBOUND_FRAMES * FRAME_BYTES * 2:
-                    pcm = bytes(self._heard)
-                    self._heard.clear()
+                self._uplink += self._decode_g711(event.media.payload)
+                if len(self._uplink) >= INBOUND_FRAMES * FRAME_BYTES * 2:
+                    pcm = bytes(self._uplink)
+                    self._uplink.clear()
                     if not self._inbound:
                         return pcm
                     self._inbound.append(pcm)
                 continue
             # Anything else first hands the room the audio before it, in order.
-            if self._heard:
-                self._inbound.append(bytes(self._heard))
-                self._heard.clear()
+            if self._uplink:
+                self._inbound.append(bytes(self._uplink))
+                self._uplink.clear()
             if isinstance(event, Mark):
                 self._on_mark(event.mark.name)
             elif isinstance(event, Dtmf):
@@ -517,7 +518,7 @@ class TwilioTransport:
         await trio.lowlevel.checkpoint()
 
     def _on_event(self, text: str) -> None:
-        # Only four of the room's events matter to the line; the type is read from the
+        # Only three of the room's events matter to the line; the type is read from the
         # encoder's fixed prefix ({"type":"...) so the others cost no decoding.
         if not text.startswith('{"type":"'):
             return
@@ -540,9 +541,10 @@ class TwilioTransport:
             )
         resampled = self._resampler.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
         self._carry += self._encode_g711(resampled.astype("<i2", copy=False).tobytes())
-        self._queue_frames(mark=True)
+        self._queue_frames()
 
-    def _queue_frames(self, *, mark: bool) -> None:
+    def _queue_frames(self) -> None:
+        """The whole frames of the carry onto the queue, and a mark after them."""
         carry = self._carry
         whole = len(carry) // FRAME_BYTES
         if not whole:
@@ -553,8 +555,7 @@ class TwilioTransport:
         del carry[: whole * FRAME_BYTES]
         self._queued_bytes += whole * FRAME_BYTES
         self._line_frames += whole
-        if mark:
-            queue.append(f"{self._line}/{self._line_frames * FRAME_BYTES * 1000 // CARRIER_RATE}")
+        queue.append(f"{self._line}/{self._line_frames * FRAME_BYTES * 1000 // CARRIER_RATE}")
 
     def _finish(self, response_id: str) -> None:
         """The response is complete: its resampler's tail and last part-frame go out too."""
@@ -564,7 +565,7 @@ class TwilioTransport:
         self._carry += self._encode_g711(tail.astype("<i2", copy=False).tobytes())
         if len(self._carry) % FRAME_BYTES:
             self._carry += self._silence * (FRAME_BYTES - len(self._carry) % FRAME_BYTES)
-        self._queue_frames(mark=True)
+        self._queue_frames()
         self._line = None
         self._resampler = None
         self._wake.set()
