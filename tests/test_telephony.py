@@ -534,3 +534,8 @@ async def test_with_only_auth_secret_the_stream_needs_a_room_token() -> None:
             token = mint_token(SECRET, sid)
             async with call(server, call_sid=sid, parameters={"token": token}) as carrier:
                 await carrier.wait_until(lambda: carrier.media_count() >= 10)
+                assert sid in server.app.rooms
+            # The carrier's socket went away without a `stop`: the room ends all the same.
+            while server.app.rooms:
+                await trio.sleep(0.01)
+            assert server.app.twilio.calls == {}
