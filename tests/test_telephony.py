@@ -42,6 +42,7 @@ from voice_trio.telephony.twilio import (
 from .fakes.azure_realtime import open_fake_azure
 from .support import BOTH_PATHS, RunningServer, running_server
 from .test_azure import azure_app
+from .test_churn import collector_off, leftovers, survivors
 from .test_security import handshake_status, refused
 from .test_voice import assert_speech
 
@@ -539,3 +540,32 @@ async def test_with_only_auth_secret_the_stream_needs_a_room_token() -> None:
             while server.app.rooms:
                 await trio.sleep(0.01)
             assert server.app.twilio.calls == {}
+
+
+async def test_calls_that_end_leave_nothing_behind() -> None:
+    """A call's room, transport and sender are freed by reference counting (no cycle)."""
+
+    async def one_call(server: RunningServer, i: int) -> None:
+        sid = f"CA{i:032x}"
+        async with call(server, call_sid=sid) as carrier:
+            await carrier.wait_until(lambda: carrier.media_count() >= 5)
+            if i % 2:  # the caller hangs up; else the carrier's socket drops
+                await carrier.send("stop", stop={"accountSid": "AC" + "00" * 16, "callSid": sid})
+                await carrier.wait_until(lambda: carrier.closed is not None)
+        while server.app.rooms:
+            await trio.sleep(0.01)
+
+    with trio.fail_after(60):
+        async with running_server() as server:
+            for i in range(2):  # warm-up: first-use objects of every path
+                await one_call(server, i)
+            with collector_off():
+                before = survivors(("voice_trio.",))
+                for i in range(2, 12):
+                    await one_call(server, i)
+                left = leftovers(server, before, ("voice_trio.",))
+                with trio.move_on_after(5):  # the last call's tasks may still be unwinding
+                    while left:
+                        await trio.sleep(0.05)
+                        left = leftovers(server, before, ("voice_trio.",))
+            assert left == {}
