@@ -11,15 +11,16 @@ The room does not know it serves a phone: :class:`TwilioTransport` is the
 room's :class:`~voice_trio.transport.Transport`, translating both ways.
 
 - In: the room is first told ``session.config`` ``input_sample_rate: 8000``;
-  each ``media`` frame becomes 320 bytes of PCM16 8 kHz (the room resamples it
-  to 24 kHz as for any 8 kHz client); keypad digits become a typed turn (see
+  the ``media`` frames become PCM16 8 kHz, two frames (40 ms) a room message
+  (the room resamples it to 24 kHz as for any 8 kHz client); a keypad key pressed
+  over the agent is a barge-in, and digits become a typed turn (see
   :meth:`TwilioTransport._on_dtmf`); ``stop`` or a dropped socket ends the room
   as a closed browser does.
 - Out: the room's 24 kHz PCM16 is resampled to 8 kHz (soxr, as the room's own
   input), G.711-encoded, cut into 20 ms ``media`` frames and paced at real time
   by one task, :meth:`TwilioTransport.run`, a little ahead of the line
-  (TWILIO_LEAD_MS: the carrier buffers that much, no more, so what it holds when
-  the caller barges in is small); after each of the room's chunks a ``mark``
+  (TWILIO_LEAD_MS: the carrier buffers that much, no more); after each of the
+  room's chunks a ``mark``
   whose name says how much of the response it ends. The carrier echoes a mark
   once the audio before it has played, so :meth:`TwilioTransport.played_ms` is
   what the caller heard. The room's ``interrupted`` sends ``clear`` and empties
