@@ -569,3 +569,58 @@ async def test_calls_that_end_leave_nothing_behind() -> None:
                         await trio.sleep(0.05)
                         left = leftovers(server, before, ("voice_trio.",))
             assert left == {}
+
+
+async def test_behind_tls_the_public_url_is_what_twilio_signed() -> None:
+    """With TWILIO_PUBLIC_URL, signatures are checked over the URLs Twilio used (https://,
+    wss://), whatever the server itself sees, and the TwiML names the public stream."""
+    public = "https://voice.example.com"
+    sid = "CA" + "05" * 16
+    form = {"CallSid": sid, "AccountSid": "AC" + "00" * 16}
+    with trio.fail_after(30):
+        async with running_server(twilio_auth_token=AUTH_TOKEN, twilio_public_url=public) as server:
+            signed = twilio_signature(
+                AUTH_TOKEN, public + "/telephony/twilio/voice", list(form.items())
+            )
+            response = await post_voice(server, form, signed=True, signature=signed)
+            assert response.status_code == 200, response.text
+            assert '<Stream url="wss://voice.example.com/telephony/twilio">' in response.text
+            local = await post_voice(server, form, signed=True)  # signed over the local URL
+            assert local.status_code == 403
+            parameters = dict(
+                re.findall(r'<Parameter name="([^"]+)" value="([^"]+)"/>', response.text)
+            )
+            stream_signature = twilio_signature(
+                AUTH_TOKEN, "wss://voice.example.com/telephony/twilio"
+            )
+            headers = [("X-Twilio-Signature", stream_signature)]
+            url = f"{server.ws_base}/telephony/twilio"
+            async with trio_websocket.open_websocket_url(url, extra_headers=headers) as ws:
+                carrier = Carrier(ws, "MZ" + "05" * 16, "audio/x-mulaw")
+                await carrier.send("connected", protocol="Call", version="1.0.0")
+                await carrier.send(
+                    "start",
+                    start={
+                        "streamSid": carrier.stream_sid,
+                        "callSid": sid,
+                        "mediaFormat": {
+                            "encoding": "audio/x-mulaw",
+                            "sampleRate": 8000,
+                            "channels": 1,
+                        },
+                        "customParameters": parameters,
+                    },
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(carrier.run)
+                    await carrier.wait_until(lambda: carrier.media_count() >= 5)
+                    assert sid in server.app.rooms
+                    nursery.cancel_scope.cancel()
+            # The same handshake signed over the server's own address is refused.
+            local_signature = twilio_signature(AUTH_TOKEN, url)
+            assert (
+                await handshake_status(
+                    server, "/telephony/twilio", [("X-Twilio-Signature", local_signature)]
+                )
+                == 403
+            )
