@@ -58,6 +58,9 @@ from .security import (
     session_id_of,
 )
 from .session import Session
+from .telephony import STREAM_PATH as PHONE_STREAM_PATH
+from .telephony import VOICE_PATH as PHONE_VOICE_PATH
+from .telephony import TwilioBridge
 from .transport import ASGITransport, Transport
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR", "load_graph"]
@@ -116,11 +119,14 @@ class VoiceTrioApp:
         self.metrics.circuit_open["asr"] = lambda: (
             self.speech is not None and self.speech.breaker.is_open()
         )
+        #: Phone calls (Twilio Media Streams): the voice webhook and the stream.
+        self.twilio = TwilioBridge(self)
         self._http = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/metrics", self._metrics),
                 Route("/v1/sessions/{session_id}", self._session),
+                Route(PHONE_VOICE_PATH, self.twilio.voice, methods=["POST"]),
                 Mount("/", StaticFiles(directory=static_dir or STATIC_DIR, html=True)),
             ]
         )
@@ -427,19 +433,25 @@ class VoiceTrioApp:
             return
         query = scope.get("query_string", b"").decode("latin-1")
         client, server = scope.get("client"), scope.get("server")
+        phone = scope["path"] == PHONE_STREAM_PATH
         try:
-            ticket = await self.guard.enter(
-                scope["path"] + ("?" + query if query else ""),
-                header_map(scope.get("headers", [])),
-                peer=client[0] if client else "",
-                local=server[0] if server else None,
-            )
+            target = scope["path"] + ("?" + query if query else "")
+            headers = header_map(scope.get("headers", []))
+            peer, local = (client[0] if client else ""), (server[0] if server else None)
+            if phone:  # a carrier's stream: its own checks (signature, the call's token)
+                ticket = self.twilio.admit(target, headers, peer=peer, local=local)
+            else:
+                ticket = await self.guard.enter(target, headers, peer=peer, local=local)
         except Refusal as refusal:
             await _deny(scope, send, refusal)
             return
         try:
             await send({"type": "websocket.accept"})
-            await self.serve_room(ticket.session_id, ASGITransport(send, receive))
+            transport = ASGITransport(send, receive)
+            if phone:  # the session id comes with the call's `start`
+                await self.twilio.serve(transport)
+            else:
+                await self.serve_room(ticket.session_id, transport)
         finally:
             ticket.release()
 

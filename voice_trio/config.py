@@ -564,6 +564,36 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "installed packages); empty: the demo receptionist",
         ),
     ] = ""
+    # Phone calls (voice_trio.telephony: Twilio Media Streams on /telephony/twilio).
+    twilio_auth_token: Annotated[
+        str,
+        Meta(
+            description="Twilio auth token: set, the voice webhook and the stream must carry a "
+            "valid X-Twilio-Signature (a secret: never shown)"
+        ),
+    ] = ""
+    twilio_public_url: Annotated[
+        str,
+        Meta(
+            pattern=r"^(https?://[^/?#\s]+)?$",
+            description="https://host Twilio reaches this server at (signatures, the stream URL "
+            "in the TwiML); empty: the request's own host",
+        ),
+    ] = ""
+    twilio_lead_ms: Annotated[
+        int,
+        Meta(
+            ge=120, le=2000, description="agent audio sent ahead of real time on a phone line (ms)"
+        ),
+    ] = 200
+    twilio_dtmf_gap_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=10_000,
+            description="keypad digits end a turn after this long without another (or on #)",
+        ),
+    ] = 1000
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:
@@ -704,7 +734,7 @@ def markdown_table() -> str:
 #: Settings whose values are secrets: never printed, logged or shown as a default.
 SECRET_FIELDS: frozenset[str] = frozenset(
     # REDIS_URL may hold a password (redis://:password@host).
-    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url")
+    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url", "twilio_auth_token")
     # Broker and stream URLs may hold passwords too.
     + ("celery_broker_url", "analytics_redis_url")
 )
