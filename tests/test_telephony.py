@@ -624,3 +624,31 @@ async def test_behind_tls_the_public_url_is_what_twilio_signed() -> None:
                 )
                 == 403
             )
+
+
+async def test_a_barge_in_the_server_hears_is_cut_where_the_marks_say() -> None:
+    """Azure's own VAD hears the caller over the agent: the model's audio is truncated at
+    a mark the carrier echoed (what was played on the line), not at the room's clock."""
+    fake_options = {
+        "delta_delay_s": 0.05,
+        "reply": lambda s: " ".join(["một"] * 60),
+        "vad_start_bytes": 48 * 1500,  # the caller "speaks" after 1.5 s of line audio
+        "vad_stop_bytes": 48 * 1600,
+    }
+    async with open_fake_azure(**fake_options) as fake:
+        app_class = azure_app(fake)  # the server's VAD (turn detection on)
+        with trio.fail_after(30):
+            async with running_server(app_class=app_class) as server, call(server) as carrier:
+                await carrier.press("1#")  # a typed turn: the model answers in audio
+                session = await _first_session(fake)
+                while not session.of_type("conversation.item.truncate"):
+                    await trio.sleep(0.01)
+                (truncate,) = session.of_type("conversation.item.truncate")[:1]
+                assert truncate["audio_end_ms"] in carrier.marks_of("resp_1")
+                assert carrier.clears >= 1
+
+
+async def _first_session(fake: Any) -> Any:
+    while not fake.sessions:
+        await trio.sleep(0.01)
+    return fake.sessions[0]

@@ -27,7 +27,7 @@ from ..errors import ProtocolError
 from ..record import NullRecorder, Recorder
 from ..resume import SessionKeeper
 from ..session import Session
-from ..transport import Transport
+from ..transport import PlaybackReport, Transport
 from .limits import RoomLimits
 from .minutes import Minutes
 from .outbox import Outbox
@@ -409,6 +409,8 @@ class Room:
         turn = self.turn
         if turn is None or turn.state is TurnState.CUT:
             return
+        if played_ms is None and isinstance(self._transport, PlaybackReport):
+            played_ms = self._transport.played_ms(turn.response_id)  # a phone line's marks
         if not turn.speaking and (played_ms is None or played_ms >= turn.sent_ms):
             return  # nothing left to cut
         # Without the client's word (server VAD), what it has played by the clock.
