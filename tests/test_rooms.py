@@ -137,16 +137,15 @@ async def test_graceful_shutdown_lets_the_turn_end_then_closes_with_1001() -> No
         # before its 30 s grace period.
 
 
-async def test_graceful_shutdown_closes_a_lingering_turn_after_the_grace_period(
-    autojump_clock,
-) -> None:
+async def test_graceful_shutdown_closes_a_lingering_turn_after_the_grace_period() -> None:
+    # Real time: a server's start-up and sockets are real I/O (see tests/test_flow.py).
     async with running_server(shutdown_grace_s=3, drain=True) as server:
         async with server.connect("lingering") as client:
             await client.send_audio(tone(4800, seed=1))
             await client.expect("response.started")
             server.shutdown.set()
             start = trio.current_time()
-            code, _ = await client.closed()
+            with trio.fail_after(30):
+                code, _ = await client.closed()
             assert code == 1001
-            # Virtual time may jump a timer period at each wait on the real socket.
-            assert 2.9 <= trio.current_time() - start <= 8
+            assert 2.9 <= trio.current_time() - start <= 20  # after the grace period
