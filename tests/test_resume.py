@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,9 +21,11 @@ import trio
 import trio_websocket
 
 from voice_trio.demo import build_receptionist
+from voice_trio.deploy import Address, nginx_config
 
 from .support import Client, RunningServer, open_client, running_server
 from .test_cluster import RedisServer, free_port, new_prefix, redis, start_serve  # noqa: F401
+from .test_nginx import NGINX, _stop, _wait_http
 
 
 async def say(client: Client, text: str) -> tuple[list[dict[str, Any]], str]:
@@ -181,3 +184,92 @@ async def test_the_booking_survives_kill_9_of_its_instance(
         if doomed.poll() is None:
             os.killpg(doomed.pid, signal.SIGKILL)
             doomed.wait(timeout=30)
+
+
+async def test_a_drained_instances_rooms_resume_on_the_others_through_nginx(
+    redis: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """SIGTERM on one instance of two behind nginx: its rooms close with 1001 after their
+    turns, and the clients' reconnects (through nginx, to the instance left) resume."""
+    prefix = new_prefix()
+    env = {
+        **os.environ,
+        "VOICE_BRAIN": "echo",
+        "REDIS_URL": redis.url,
+        "REDIS_PREFIX": prefix,
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "SHUTDOWN_GRACE_S": "2",
+        "GC_THRESHOLDS": "off",
+        "TRANSCRIPTS": "false",
+    }
+    ports = [free_port(), free_port()]
+    procs = [
+        start_serve(
+            ["--host", "127.0.0.1", "--port", str(port)],
+            {**env, "INSTANCE_ID": f"i{n}"},
+            tmp_path / f"i{n}.log",
+        )
+        for n, port in enumerate(ports)
+    ]
+    front = free_port()
+    config = nginx_config(
+        Address("127.0.0.1", front), [Address("127.0.0.1", p) for p in ports], tmp_path
+    )
+    (tmp_path / "nginx.conf").write_text(config)
+    nginx = _start_nginx(tmp_path)
+    logs = [tmp_path / "i0.log", tmp_path / "i1.log", tmp_path / "nginx.log"]
+    try:
+        for port in [*ports, front]:
+            await trio.to_thread.run_sync(
+                _wait_http, f"http://127.0.0.1:{port}/healthz", [*procs, nginx], logs
+            )
+        base = f"ws://127.0.0.1:{front}/ws/"
+        with trio.fail_after(60):
+            # Sessions until one lands on i0 (nginx hashes the session id).
+            held: list[tuple[str, Client]] = []
+            async with trio.open_nursery() as nursery:
+                for n in range(40):
+                    client = await _open(nursery, base + f"drain-{n}")
+                    await client.send_json(type="text", text=f"xin chào {n}")
+                    await client.until("response.done")
+                    held.append((f"drain-{n}", client))
+                    if client.ready["instance_id"] == "i0":
+                        break
+                session_id, client = held[-1]
+                assert client.ready["instance_id"] == "i0"
+                await client.send_json(type="text", text="một câu nữa")
+                await client.until("response.done")
+                procs[0].send_signal(signal.SIGTERM)
+                assert (await client.closed())[0] == 1001  # its turn had ended: closed at once
+                await trio.to_thread.run_sync(procs[0].wait)
+                again = await _open(nursery, base + session_id)
+                assert again.ready["instance_id"] == "i1"
+                assert again.ready["resumed"] is True
+                assert again.ready["turns_restored"] == 4  # two turns and their echoes
+                await again.send_json(type="text", text="tiếp")
+                events, _ = await again.until("response.done")
+                assert events[-1]["status"] == "completed"
+                nursery.cancel_scope.cancel()
+    finally:
+        for proc in [nginx, *procs]:
+            _stop(proc)
+
+
+def _start_nginx(prefix: Path) -> subprocess.Popen[bytes]:
+    """nginx in the foreground on ``prefix``/nginx.conf, its output in nginx.log."""
+    with (prefix / "nginx.log").open("wb") as out:
+        return subprocess.Popen(
+            [NGINX, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def _open(nursery: trio.Nursery, url: str) -> Client:
+    ws = await trio_websocket.connect_websocket_url(
+        nursery, url, extra_headers=[("X-Forwarded-For", "10.9.0.1")]
+    )
+    client = Client(ws)
+    client.ready = await client.expect("session.ready")
+    return client

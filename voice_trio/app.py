@@ -304,6 +304,10 @@ class VoiceTrioApp:
                     nursery.start_soon(freeze_survivors, lambda: len(self.rooms))
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown: every connection has ended by now
+                if self.keeper is not None:
+                    # The rooms that just closed are kept while Redis is still connected.
+                    with trio.move_on_after(2.0):
+                        await self.keeper.flush()
                 nursery.cancel_scope.cancel()
         self._nursery = None
         await send({"type": "lifespan.shutdown.complete"})

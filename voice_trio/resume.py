@@ -48,6 +48,7 @@ class SessionKeeper:
         self.graph: Graph | None = None
         self._marked: dict[str, Session] = {}
         self._wake = trio.Event()
+        self._lock = trio.Lock()
         # session id -> (kept until, snapshot), oldest first.
         self._kept: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
         self._bytes = 0
@@ -85,7 +86,16 @@ class SessionKeeper:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await self._keep_marked()  # the rooms closed by a shutdown are kept too
 
+    async def flush(self) -> None:
+        """Keep what is marked now (a shutdown calls it while Redis is still there)."""
+        await self._keep_marked()
+
     async def _keep_marked(self) -> None:
+        # One pass at a time: an older snapshot never lands in Redis after a newer one.
+        async with self._lock:
+            await self._keep_pass()
+
+    async def _keep_pass(self) -> None:
         marked, self._marked = self._marked, {}
         now = trio.current_time()
         for session_id, session in marked.items():
