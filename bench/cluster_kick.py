@@ -1,9 +1,11 @@
-"""Cross-instance kick latency and Redis commands per 1,000 idle rooms per minute.
+"""Cross-instance kick latency, resume time, and Redis commands per 1,000 idle rooms per minute.
 
 Starts redis-server and two `voice-trio serve` instances (VOICE_BRAIN=echo) on
 loopback; every process it starts is ended by its pid.
-Usage: .venv/bin/python bench/cluster_kick.py [--kicks 200] [--idle-rooms 1000] [--idle-s 60]
-       [--idle-addresses 1]
+Usage: .venv/bin/python bench/cluster_kick.py [--kicks 200] [--resumes 200] [--idle-rooms 1000]
+       [--idle-s 60] [--idle-addresses 1]
+Resume: a room on A takes a text turn and closes; the reconnect on B is timed from
+its connect to the `session.ready` that says `resumed` (the conversation read from Redis).
 The idle rooms come from `--idle-addresses` client addresses (X-Forwarded-For,
 127.0.0.1 trusted): each address holding rooms on an instance is one entry of
 the per-address room counts that the presence refresh rewrites too.
@@ -141,9 +143,28 @@ def q(xs, p):
     return xs[min(len(xs) - 1, int(p * (len(xs) - 1) + 0.5))]
 
 
+async def resumes(a, b, n):
+    times = []
+    for i in range(n):
+        sid = f"resume{i}"
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{a}/ws/{sid}") as first:
+            json.loads(await first.get_message())
+            await first.send_message(json.dumps({"type": "text", "text": "xin chào"}))
+            while json.loads(await first.get_message())["type"] != "response.done":
+                pass
+        await trio.sleep(0.5)  # kept after the turn (SessionKeeper: a few times a second)
+        t0 = time.perf_counter()
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{b}/ws/{sid}") as again:
+            ready = json.loads(await again.get_message())
+            times.append(time.perf_counter() - t0)
+            assert ready.get("resumed") is True and ready["instance_id"] == "B", ready
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kicks", type=int, default=200)
+    ap.add_argument("--resumes", type=int, default=200)
     ap.add_argument("--idle-rooms", type=int, default=1000)
     ap.add_argument("--idle-s", type=float, default=60)
     ap.add_argument("--idle-addresses", type=int, default=1)
@@ -204,6 +225,12 @@ def main():
                 f"  session.ready(new)-to-close p50={q(after, 0.5) * 1e3:.2f} ms"
                 f" p99={q(after, 0.99) * 1e3:.2f} ms"
             )
+            if args.resumes:
+                took = await resumes(a, b, args.resumes)
+                print(
+                    f"resumes={len(took)} reconnect-to-session.ready(resumed) p50="
+                    f"{q(took, 0.5) * 1e3:.2f} ms p99={q(took, 0.99) * 1e3:.2f} ms"
+                )
             if args.idle_rooms:
                 stats = await idle(a, rport, args.idle_rooms, args.idle_s, args.idle_addresses)
                 per = {k: v * 1000 / args.idle_rooms * 60 / args.idle_s for k, v in stats.items()}
