@@ -23,7 +23,9 @@ import trio_websocket
 from voice_trio.demo import build_receptionist
 from voice_trio.deploy import Address, nginx_config
 
+from .fakes.azure_realtime import open_fake_azure
 from .support import Client, RunningServer, open_client, running_server
+from .test_azure import azure_app
 from .test_cluster import RedisServer, free_port, new_prefix, redis, start_serve  # noqa: F401
 from .test_nginx import NGINX, _stop, _wait_http
 
@@ -273,3 +275,28 @@ async def _open(nursery: trio.Nursery, url: str) -> Client:
     client = Client(ws)
     client.ready = await client.expect("session.ready")
     return client
+
+
+async def test_azure_gets_the_recent_turns_back_on_a_resumed_session(tmp_path: Path) -> None:
+    """The model of a resumed conversation is given its recent turns, as after its own
+    reconnects (conversation.item.create before any new input)."""
+    async with open_fake_azure(reply=lambda text: f"Dạ, {text}") as fake:
+        graph = build_receptionist(tmp_path / "a.sqlite3")
+        async with running_server(app_class=azure_app(fake, graph), agent=graph) as server:
+            async with server.connect("azure-resume") as client:
+                await client.send_json(type="text", text="Tôi muốn đặt lịch hẹn")
+                await client.until("response.done")
+            await kept(server, 0)
+            async with server.connect("azure-resume") as client:
+                assert client.ready["resumed"] is True
+                await client.send_json(type="text", text="Tên tôi là An")
+                await client.until("response.done")
+        first, second = fake.sessions[0], fake.sessions[-1]
+        assert first is not second
+        restored = [
+            part.get("text")
+            for event in second.of_type("conversation.item.create")
+            for part in event["item"].get("content", ())
+        ]
+        assert "Tôi muốn đặt lịch hẹn" in restored
+        assert restored.index("Tôi muốn đặt lịch hẹn") < restored.index("Tên tôi là An")
