@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio_websocket
 
+from voice_trio.app import VoiceTrioApp
 from voice_trio.config import Settings
 from voice_trio.record import (
     AssistantTurn,
@@ -322,3 +323,45 @@ async def test_without_auth_secret_transcripts_are_served_on_loopback_only(tmp_p
         assert (
             response.status_code == 200 and response.json()["transcript"][0]["text"] == "Xin chào"
         )
+
+
+class _StoryApp(VoiceTrioApp):
+    """A real room whose brain answers a text turn with ten words and 3 s of audio."""
+
+    def make_brain(self, session: Any) -> Any:
+        from .test_room_parts import StoryBrain
+
+        return StoryBrain(session.options)
+
+
+async def test_a_real_rooms_conversation_is_read_back_as_heard(tmp_path: Path) -> None:
+    """End to end: a room's turns, one reply cut by the client, through the endpoint."""
+    db = tmp_path / "t.sqlite3"
+    async with running_server(
+        app_class=_StoryApp, transcript_db_path=str(db), ws_tts_chunk_bytes=4800
+    ) as server:
+        async with server.connect("real-1") as client:
+            await client.send_json(type="text", text="kể đi")
+            await client.expect("response.started")
+            received = 0
+            while received < 5 * 4800:  # half a second of the reply
+                message = await client.recv()
+                if isinstance(message, bytes):
+                    received += len(message)
+            await client.send_json(type="interrupt", played_ms=300)
+            events, _ = await client.until("response.done")
+            assert events[-1]["status"] == "interrupted"
+        found = await poll_session(server, "real-1")
+    transcript = found["transcript"]
+    assert [(t["role"], t["status"]) for t in transcript] == [
+        ("user", "completed"),
+        ("assistant", "interrupted"),
+    ]
+    user, reply = transcript
+    assert user["text"] == "kể đi" and user["source"] == "text"
+    assert reply["full_text"] == "một hai ba bốn năm sáu bảy tám chín mười"
+    assert reply["heard_ms"] == 300
+    assert reply["text"] and reply["full_text"].startswith(reply["text"])
+    assert len(reply["text"].split()) < 10  # what was heard, not all of it
+    assert found["usage"]["interrupts"] == 1 and found["usage"]["responses"] == 1
+    assert found["close_code"] == 1005  # the client closed it
