@@ -284,7 +284,7 @@ class VoiceTrioApp:
                     timeout_s=settings.redis_timeout_s,
                 )
                 cluster = self.cluster
-                self.guard.share(cluster)  # per-address limits across instances
+                self.guard.share(cluster.limits)  # per-address limits across instances
                 self.metrics.redis_up = lambda: cluster.statistics().healthy
                 self.metrics.cluster_kicks = lambda: (
                     cluster.statistics().kicks_sent,
@@ -370,39 +370,7 @@ class VoiceTrioApp:
 
     async def _session(self, request: Request) -> Response:
         """``GET /v1/sessions/{session_id}``: the transcript, summary and usage (issue #14)."""
-        from .transcripts import read_session, session_access
-
-        settings = self.settings
-        session_id = request.path_params["session_id"]
-        try:
-            if session_id_of(f"/ws/{session_id}") is None:
-                raise Refusal(404, "session_id", "a session id is 1 to 128 of A-Z a-z 0-9 _ -")
-            session_access(
-                settings.auth_secret,
-                session_id,
-                request.url.query,
-                request.headers.get("authorization"),
-            )
-            server = request.scope.get("server")
-            if not (settings.auth_secret or settings.allow_unauthenticated) and (
-                server and not is_loopback(str(server[0]))
-            ):
-                raise Refusal(403, "unauthenticated", "transcripts need AUTH_SECRET here")
-        except Refusal as refusal:
-            return JSONResponse(
-                {"error": refusal.reason, "message": refusal.message},
-                status_code=refusal.status,
-                headers={k.decode(): v.decode() for k, v in refusal_headers(refusal)},
-            )
-        path = settings.transcript_db_path or None
-        found = None
-        if settings.transcripts:
-            found = await trio.to_thread.run_sync(read_session, path, session_id)
-        if found is None:
-            return JSONResponse(
-                {"error": "not_found", "message": "no such session"}, status_code=404
-            )
-        return JSONResponse(found)
+        return await session_response(self.settings, request)
 
     # -------------------------------------------------------------- websocket
 
@@ -664,3 +632,41 @@ async def freeze_survivors(
 
 
 app = VoiceTrioApp()
+
+
+async def session_response(settings: Settings, request: Request) -> Response:
+    """``GET /v1/sessions/{session_id}``: the JSON of a session, if the request may read it.
+
+    With AUTH_SECRET the room token of that session or an admin token; without it,
+    loopback only (unless ALLOW_UNAUTHENTICATED).
+    """
+    from .transcripts import read_session, session_access
+
+    session_id = request.path_params["session_id"]
+    try:
+        if session_id_of(f"/ws/{session_id}") is None:
+            raise Refusal(404, "session_id", "a session id is 1 to 128 of A-Z a-z 0-9 _ -")
+        session_access(
+            settings.auth_secret,
+            session_id,
+            request.url.query,
+            request.headers.get("authorization"),
+        )
+        server = request.scope.get("server")
+        if not (settings.auth_secret or settings.allow_unauthenticated) and (
+            server and not is_loopback(str(server[0]))
+        ):
+            raise Refusal(403, "unauthenticated", "transcripts need AUTH_SECRET here")
+    except Refusal as refusal:
+        return JSONResponse(
+            {"error": refusal.reason, "message": refusal.message},
+            status_code=refusal.status,
+            headers={k.decode(): v.decode() for k, v in refusal_headers(refusal)},
+        )
+    path = settings.transcript_db_path or None
+    found = None
+    if settings.transcripts:
+        found = await trio.to_thread.run_sync(read_session, path, session_id)
+    if found is None:
+        return JSONResponse({"error": "not_found", "message": "no such session"}, status_code=404)
+    return JSONResponse(found)

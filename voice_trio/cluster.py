@@ -370,25 +370,17 @@ class Cluster:
         self._next_claim = secrets.randbits(40)
         # Presence key -> the value to delete it with, when it still holds that value.
         self._releases: dict[str, str] = {}
-        self._handshake: Any = None
-        self._rooms: Any = None
-        #: Open rooms per client address here (the handshake guard's own count, see
-        #: :meth:`bind_rooms`): the entries this instance writes in the rooms hashes.
-        self._room_counts: Mapping[str, int] = {}
-        # Addresses whose count changed since the last flush (a release, a failed call).
-        self._rooms_dirty: set[str] = set()
-        # Orders this instance's writes of a rooms entry: rises across restarts too.
-        self._seq = time.time_ns() // 1000
         self._up = False
         self._subscribed = False
         self._broken = trio.Event()  # set when a call fails: the keeper reconnects
         self._healthy = trio.Event()  # set once Redis answers and the subscriber is on
         self._probe = False  # a claim was slow: the keeper pings on its next tick
         self._claims_tx, self._claims_rx = trio.open_memory_channel[_Claim](CLAIM_QUEUE_MAX)
-        self._checks_tx, self._checks_rx = trio.open_memory_channel[_Check](CLAIM_QUEUE_MAX)
         self._kicks_sent = 0
         self._kicks_received = 0
         self._reconnects = 0
+        #: The per-address limits counted across instances (the handshake guard's).
+        self.limits = AddressLimits(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -417,13 +409,12 @@ class Cluster:
             self._claim = client.register_script(_CLAIM)
             self._refresh = client.register_script(_REFRESH)
             self._release = client.register_script(_RELEASE)
-            self._handshake = client.register_script(_HANDSHAKE)
-            self._rooms = client.register_script(_ROOMS)
+            self.limits.register(client)
             self._broken.set()  # the first connection is a reconnection
             nursery.start_soon(self._keep)
             nursery.start_soon(self._subscribe)
             nursery.start_soon(self._claimer)
-            nursery.start_soon(self._checker)
+            nursery.start_soon(self.limits.run_checker)
             with trio.move_on_after(STARTUP_WAIT_S):
                 await self._healthy.wait()
             task_status.started()
@@ -542,96 +533,6 @@ class Cluster:
             return
         self._releases[self._key(session_id)] = self._value(claim)
 
-    # ------------------------------------------------ per-address limits
-
-    def bind_rooms(self, counts: Mapping[str, int]) -> None:
-        """Publish ``counts`` (open rooms per client address here, kept by the caller)."""
-        self._room_counts = counts
-
-    async def handshake(
-        self, client: str, *, rate: float, burst: int, held: int, max_rooms: int
-    ) -> tuple[str, int] | None:
-        """Spend a handshake token of ``client`` and check its rooms, across instances.
-
-        ``held``: this instance's rooms of ``client`` counting this one (already in
-        the bound counts), or 0 when no room is asked. Returns ``("ok", rooms)``,
-        ``("rate", 0)`` or ``("rooms", rooms)`` (rooms open across instances), or
-        None when Redis did not answer within ``timeout_s`` or is degraded: then
-        the local limits decide (a late write is made good by the next flush).
-        """
-        if not self._up or self._handshake is None:
-            return None
-        pending = _Check(client, rate, burst, held, max_rooms)
-        try:
-            self._checks_tx.send_nowait(pending)
-        except trio.WouldBlock:
-            pending.done.set()  # a burst past CLAIM_QUEUE_MAX: the local limits decide
-            self.errors["handshake"] += 1
-        with trio.move_on_after(self.timeout_s):
-            await pending.done.wait()
-        if not pending.done.is_set():
-            # Slow: counted, and the keeper pings at once to tell Redis from this loop.
-            self.errors["handshake"] += 1
-            self._probe = True
-        if pending.verdict is None:
-            self.rooms_changed(client)  # the call may still write: the flush rewrites it
-        return pending.verdict
-
-    async def _checker(self) -> None:
-        """Send the checks of handshakes that come together in one script call."""
-        async for first in self._checks_rx:
-            batch = [first]
-            while len(batch) < REFRESH_CHUNK:
-                try:
-                    batch.append(self._checks_rx.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if self._up:
-                self._seq = max(self._seq + 1, time.time_ns() // 1000)
-                keys: list[str] = []
-                args: list[str | int] = [self.instance_id, int(self.ttl_s * 1000), self._seq]
-                for p in batch:
-                    keys += (f"{self.prefix}rate:{p.client}", f"{self.prefix}rooms:{p.client}")
-                    args += (repr(float(p.rate)), p.burst, p.held, p.max_rooms)
-                ok, out = await self._call(
-                    "handshake",
-                    partial(self._handshake, keys=keys, args=args),
-                    max(self.timeout_s, 1.0),
-                )
-                for i, pending in enumerate(batch if ok else ()):
-                    verdict, rooms = int(out[2 * i]), int(out[2 * i + 1])
-                    pending.verdict = (("ok", "rate", "rooms")[verdict], rooms)
-            for pending in batch:
-                pending.done.set()
-
-    def rooms_changed(self, client: str) -> None:
-        """``client``'s count here changed: its entry is rewritten in the next flush."""
-        if len(self._rooms_dirty) >= RELEASE_QUEUE_MAX:
-            self.errors["rooms"] += 1  # dropped: the entry expires with its TTL
-            return
-        self._rooms_dirty.add(client)
-
-    async def _write_rooms(self, addresses: list[str]) -> bool:
-        """This instance's entries for ``addresses``, with their counts of now."""
-        for start in range(0, len(addresses), REFRESH_CHUNK):
-            chunk = addresses[start : start + REFRESH_CHUNK]
-            self._seq = max(self._seq + 1, time.time_ns() // 1000)
-            args: list[str | int] = [self.instance_id, int(self.ttl_s * 1000), self._seq]
-            args += [self._room_counts.get(address, 0) for address in chunk]
-            keys = [f"{self.prefix}rooms:{address}" for address in chunk]
-            ok, _ = await self._call(
-                "rooms", partial(self._rooms, keys=keys, args=args), max(self.timeout_s, 1.0)
-            )
-            if not ok:
-                return False
-        return True
-
-    async def _flush_rooms(self) -> None:
-        dirty, self._rooms_dirty = self._rooms_dirty, set()
-        if not await self._write_rooms(list(dirty)):
-            for address in dirty:  # again after the reconnection
-                self.rooms_changed(address)
-
     def _kicked(self, session_id: str, claim: int | None) -> None:
         """Another instance holds ``session_id`` now: close ours (if it is that claim's)."""
         held = self._claims.get(session_id)
@@ -659,11 +560,11 @@ class Cluster:
                     continue
             if self._releases:
                 await self._flush_releases()
-            if self._rooms_dirty:
-                await self._flush_rooms()
+            if self.limits.dirty:
+                await self.limits.flush()
             if trio.current_time() >= next_refresh:
                 next_refresh = trio.current_time() + self.refresh_s
-                if self._claims or self._room_counts:
+                if self._claims or self.limits.counts:
                     await self._refresh_all()
                 else:
                     await self._ping()
@@ -674,7 +575,7 @@ class Cluster:
             self._broken = trio.Event()
             if await self._ping() and await self._refresh_all():
                 await self._flush_releases()
-                await self._flush_rooms()
+                await self.limits.flush()
                 if not self._broken.is_set():
                     self._up = True
                     self._reconnects += 1
@@ -726,7 +627,7 @@ class Cluster:
             for index in lost or ():
                 sid, claim = chunk[int(index) - 1]
                 self._kicked(sid, claim)
-        return await self._write_rooms([a for a, n in self._room_counts.items() if n > 0])
+        return await self.limits.write_all()
 
     async def _flush_releases(self) -> None:
         releases, self._releases = self._releases, {}
@@ -785,3 +686,143 @@ class Cluster:
             return
         claim, _, session_id = data.partition(" ")
         self._kicked(session_id, int(claim) if claim.isdigit() else None)
+
+
+class AddressLimits:
+    """The per-address limits of the security issue, counted across instances in Redis.
+
+    Each handshake spends a token of its client address in a Lua token bucket
+    (``{prefix}rate:{address}``) and checks the address's open rooms across
+    instances (``{prefix}rooms:{address}``: one entry per instance, its count
+    written whole with an expiry and a rising sequence number, so a lost or late
+    write is made good by the next and a dead instance's entry expires). Handshakes
+    that arrive together share one script call. On the Cluster's connection, with
+    its deadline and degraded mode: while Redis is away the local limits decide.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._handshake: Any = None
+        self._rooms: Any = None
+        #: Open rooms per client address here (the handshake guard's own count, see
+        #: :meth:`bind_rooms`): the entries this instance writes in the rooms hashes.
+        self.counts: Mapping[str, int] = {}
+        #: Addresses whose count changed since the last flush (a release, a failed call).
+        self.dirty: set[str] = set()
+        # Orders this instance's writes of a rooms entry: rises across restarts too.
+        self._seq = time.time_ns() // 1000
+        self._checks_tx, self._checks_rx = trio.open_memory_channel[_Check](CLAIM_QUEUE_MAX)
+
+    def register(self, client: coredis.Redis[str]) -> None:
+        self._handshake = client.register_script(_HANDSHAKE)
+        self._rooms = client.register_script(_ROOMS)
+
+    def _head(self) -> list[str | int]:
+        """The scripts' first arguments: this instance, the entries' TTL, the next sequence."""
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        return [self._cluster.instance_id, int(self._cluster.ttl_s * 1000), self._seq]
+
+    async def write_all(self) -> bool:
+        """This instance's entry of every address it holds rooms for (a refresh)."""
+        return await self.write([a for a, n in self.counts.items() if n > 0])
+
+    def bind_rooms(self, counts: Mapping[str, int]) -> None:
+        """Publish ``counts`` (open rooms per client address here, kept by the caller)."""
+        self.counts = counts
+
+    async def handshake(
+        self, client: str, *, rate: float, burst: int, held: int, max_rooms: int
+    ) -> tuple[str, int] | None:
+        """Spend a handshake token of ``client`` and check its rooms, across instances.
+
+        ``held``: this instance's rooms of ``client`` counting this one (already in
+        the bound counts), or 0 when no room is asked. Returns ``("ok", rooms)``,
+        ``("rate", 0)`` or ``("rooms", rooms)`` (rooms open across instances), or
+        None when Redis did not answer within ``timeout_s`` or is degraded: then
+        the local limits decide (a late write is made good by the next flush).
+        """
+        if not self._cluster._up or self._handshake is None:
+            return None
+        pending = _Check(client, rate, burst, held, max_rooms)
+        try:
+            self._checks_tx.send_nowait(pending)
+        except trio.WouldBlock:
+            pending.done.set()  # a burst past CLAIM_QUEUE_MAX: the local limits decide
+            self._cluster.errors["handshake"] += 1
+        with trio.move_on_after(self._cluster.timeout_s):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            # Slow: counted, and the keeper pings at once to tell Redis from this loop.
+            self._cluster.errors["handshake"] += 1
+            self._cluster._probe = True
+        if pending.verdict is None:
+            self.rooms_changed(client)  # the call may still write: the flush rewrites it
+        return pending.verdict
+
+    async def run_checker(self) -> None:
+        """Send the checks of handshakes that come together in one script call."""
+        async for first in self._checks_rx:
+            batch = [first]
+            while len(batch) < REFRESH_CHUNK:
+                try:
+                    batch.append(self._checks_rx.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if self._cluster._up:
+                self._seq = max(self._seq + 1, time.time_ns() // 1000)
+                keys: list[str] = []
+                args: list[str | int] = [
+                    self._cluster.instance_id,
+                    int(self._cluster.ttl_s * 1000),
+                    self._seq,
+                ]
+                for p in batch:
+                    keys += (
+                        f"{self._cluster.prefix}rate:{p.client}",
+                        f"{self._cluster.prefix}rooms:{p.client}",
+                    )
+                    args += (repr(float(p.rate)), p.burst, p.held, p.max_rooms)
+                ok, out = await self._cluster._call(
+                    "handshake",
+                    partial(self._handshake, keys=keys, args=args),
+                    max(self._cluster.timeout_s, 1.0),
+                )
+                for i, pending in enumerate(batch if ok else ()):
+                    verdict, rooms = int(out[2 * i]), int(out[2 * i + 1])
+                    pending.verdict = (("ok", "rate", "rooms")[verdict], rooms)
+            for pending in batch:
+                pending.done.set()
+
+    def rooms_changed(self, client: str) -> None:
+        """``client``'s count here changed: its entry is rewritten in the next flush."""
+        if len(self.dirty) >= RELEASE_QUEUE_MAX:
+            self._cluster.errors["rooms"] += 1  # dropped: the entry expires with its TTL
+            return
+        self.dirty.add(client)
+
+    async def write(self, addresses: list[str]) -> bool:
+        """This instance's entries for ``addresses``, with their counts of now."""
+        for start in range(0, len(addresses), REFRESH_CHUNK):
+            chunk = addresses[start : start + REFRESH_CHUNK]
+            self._seq = max(self._seq + 1, time.time_ns() // 1000)
+            args: list[str | int] = [
+                self._cluster.instance_id,
+                int(self._cluster.ttl_s * 1000),
+                self._seq,
+            ]
+            args += [self.counts.get(address, 0) for address in chunk]
+            keys = [f"{self._cluster.prefix}rooms:{address}" for address in chunk]
+            ok, _ = await self._cluster._call(
+                "rooms",
+                partial(self._rooms, keys=keys, args=args),
+                max(self._cluster.timeout_s, 1.0),
+            )
+            if not ok:
+                return False
+        return True
+
+    async def flush(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        if not await self.write(list(dirty)):
+            for address in dirty:  # again after the reconnection
+                self.rooms_changed(address)
