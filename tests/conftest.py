@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from voice_trio.config import Settings
 from voice_trio.providers.local import LocalSpeech
+
+if TYPE_CHECKING:
+    from .test_cluster import RedisServer
 
 # Hypothesis profiles (HYPOTHESIS_PROFILE=ci|soak|dev; ci unless set). The fuzz suites
 # (tests/test_fuzz_*.py) scale their examples from max_examples: ci sends 100,000+
@@ -36,3 +41,18 @@ os.environ["XDG_DATA_HOME"] = _DATA_HOME.name
 def local_speech() -> LocalSpeech:
     """The embedded speech models, loaded once for the whole run (as a server does)."""
     return LocalSpeech.load_sync(Settings())
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port for the module's tests, ended by its PID."""
+    from .test_cluster import REDIS, RedisServer
+
+    if not os.path.exists(REDIS):
+        pytest.fail("redis-server is not installed (scripts/setup.sh test installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.resources
 import itertools
 import json
-import os
 import socket
 import subprocess
 import time
@@ -24,7 +23,7 @@ import pytest
 import trio
 
 from .support import prom_samples, running_server
-from .test_cluster import REDIS, RedisServer, free_port
+from .test_cluster import RedisServer, free_port
 from .test_transcripts import BOOKED, HEARD, assert_whole, conversation, poll_session
 
 _names = itertools.count()
@@ -80,22 +79,6 @@ def check_conversation(events: list[dict[str, Any]], session_id: str) -> None:
     raw = json.dumps(events, ensure_ascii=False)
     for said in ("Nguyễn", "đặt lịch", "Cảm ơn", "482913", "4 8 2"):
         assert said not in raw
-
-
-@pytest.fixture(autouse=True)
-def _redis_is_installed() -> None:
-    if not os.path.exists(REDIS):
-        pytest.fail("redis-server is not installed (scripts/setup.sh test installs it)")
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def read_stream(url: str, stream: str) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ import trio
 import trio_websocket
 
 from .support import RunningServer, prom_samples, running_server
-from .test_cluster import REDIS, RedisServer, free_port, new_prefix, start_serve
+from .test_cluster import RedisServer, free_port, new_prefix, start_serve
 
 #: HANDSHAKE_BURST_PER_IP of the instances (HANDSHAKE_RATE_PER_IP: 0.001 a second).
 BURST = 8
@@ -40,12 +40,6 @@ MAX_ROOMS = 3
 TTL_S = 4
 #: Bound for start-up and every wait: generous, both cores may be busy.
 WAIT_S = 60.0
-
-
-@pytest.fixture(autouse=True)
-def _redis_is_installed() -> None:
-    if not os.path.exists(REDIS):
-        pytest.fail("redis-server is not installed (scripts/setup.sh test installs it)")
 
 
 _addresses = itertools.count(1)
@@ -144,16 +138,6 @@ def strings(redis: RedisServer, *args: str) -> list[str]:
             n = int(lines[0][1:])
             if len(lines) >= 2 * n + 2:  # header, then a length and a value per item
                 return [line.decode() for line in lines[2 : 2 * n + 1 : 2]]
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -28,28 +28,12 @@ import trio
 from voice_trio.jobs import SUMMARY_PROMPT
 
 from .support import prom_samples, running_server
-from .test_cluster import REDIS, RedisServer
+from .test_cluster import RedisServer
 from .test_transcripts import HEARD, assert_whole, conversation, poll_session
 
 BIN = Path(sys.executable).parent
 _db = 0
 _names = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def _redis_is_installed() -> None:
-    if not os.path.exists(REDIS):
-        pytest.fail("redis-server is not installed (scripts/setup.sh test installs it)")
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def broker_url(redis: RedisServer) -> str:

@@ -26,7 +26,7 @@ from voice_trio.deploy import Address, nginx_config
 from .fakes.azure_realtime import open_fake_azure
 from .support import Client, RunningServer, open_client, running_server
 from .test_azure import azure_app
-from .test_cluster import RedisServer, free_port, new_prefix, redis, start_serve  # noqa: F401
+from .test_cluster import RedisServer, free_port, new_prefix, start_serve
 from .test_nginx import NGINX, _stop, _wait_http
 
 
@@ -126,7 +126,7 @@ async def test_an_unknown_session_is_not_resumed_and_kept_sessions_expire() -> N
 
 
 async def test_the_booking_survives_kill_9_of_its_instance(
-    redis: RedisServer,  # noqa: F811
+    redis: RedisServer,
     local_speech: Any,
     tmp_path: Path,
 ) -> None:
@@ -189,7 +189,7 @@ async def test_the_booking_survives_kill_9_of_its_instance(
 
 
 async def test_a_drained_instances_rooms_resume_on_the_others_through_nginx(
-    redis: RedisServer,  # noqa: F811
+    redis: RedisServer,
     tmp_path: Path,
 ) -> None:
     """SIGTERM on one instance of two behind nginx: its rooms close with 1001 after their
