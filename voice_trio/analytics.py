@@ -29,7 +29,7 @@ import msgspec
 import trio
 
 from .ratelog import RateLimitedLog
-from .record import AssistantTurn, ErrorRecord, RoomClosed, RoomOpened, UserTurn
+from .record import AssistantTurn, ErrorRecord, QueueRecorder, RoomClosed, RoomOpened, UserTurn
 from .transcripts import Backlog
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Sink:
         raise NotImplementedError
 
 
-class EventStream:
+class EventStream(QueueRecorder):
     """A recorder that sends each record's events to a :class:`Sink`, never waiting on it."""
 
     def __init__(
@@ -168,7 +168,7 @@ class EventStream:
         self._log = RateLimitedLog(log, level=logging.WARNING)
         self.sent = 0
 
-    def _put(self, record: Any) -> None:
+    def put(self, record: Any) -> None:
         for event in event_of(record, self.instance_id):
             data = _encoder.encode(event)
             if not self.backlog.put((event["session_id"], data), len(data) + 100):
@@ -177,21 +177,6 @@ class EventStream:
     def drop(self, n: int, why: str) -> None:
         self._dropped(n)
         self._log.log("dropped", "%d analytics events dropped (%s)", n, why)
-
-    def room_opened(self, record: RoomOpened) -> None:
-        self._put(record)
-
-    def user_turn(self, record: UserTurn) -> None:
-        self._put(record)
-
-    def assistant_turn(self, record: AssistantTurn) -> None:
-        self._put(record)
-
-    def error(self, record: ErrorRecord) -> None:
-        self._put(record)
-
-    def room_closed(self, record: RoomClosed) -> None:
-        self._put(record)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -20,6 +20,8 @@ __all__ = [
     "AssistantTurn",
     "ErrorRecord",
     "NullRecorder",
+    "QueueRecorder",
+    "Record",
     "Recorder",
     "RoomClosed",
     "RoomOpened",
@@ -110,6 +112,33 @@ class Recorder(Protocol):
     def error(self, record: ErrorRecord) -> None: ...
 
     def room_closed(self, record: RoomClosed) -> None: ...
+
+
+Record = RoomOpened | UserTurn | AssistantTurn | ErrorRecord | RoomClosed
+
+
+class QueueRecorder:
+    """A recorder that puts every record, whatever its kind, in one queue (:meth:`put`)."""
+
+    __slots__ = ()
+
+    def put(self, record: Record) -> None:
+        raise NotImplementedError
+
+    def room_opened(self, record: RoomOpened) -> None:
+        self.put(record)
+
+    def user_turn(self, record: UserTurn) -> None:
+        self.put(record)
+
+    def assistant_turn(self, record: AssistantTurn) -> None:
+        self.put(record)
+
+    def error(self, record: ErrorRecord) -> None:
+        self.put(record)
+
+    def room_closed(self, record: RoomClosed) -> None:
+        self.put(record)
 
 
 class NullRecorder:

@@ -40,7 +40,16 @@ import trio
 
 from .config import data_dir
 from .ratelog import RateLimitedLog
-from .record import AssistantTurn, ErrorRecord, RoomClosed, RoomOpened, Usage, UserTurn
+from .record import (
+    AssistantTurn,
+    ErrorRecord,
+    QueueRecorder,
+    Record,
+    RoomClosed,
+    RoomOpened,
+    Usage,
+    UserTurn,
+)
 from .security import Refusal, token_from, verify_token
 
 __all__ = [
@@ -67,8 +76,6 @@ FLUSH_ON_EXIT_S: Final = 5.0
 BATCH_WAIT_S: Final = 0.2
 
 T = TypeVar("T")
-
-Record = RoomOpened | UserTurn | AssistantTurn | ErrorRecord | RoomClosed
 
 
 def default_transcript_path() -> Path:
@@ -421,7 +428,7 @@ class TranscriptStore:
 # ------------------------------------------------------------------ the recorder
 
 
-class StoreRecorder:
+class StoreRecorder(QueueRecorder):
     """The room's records into a :class:`TranscriptStore`, off the event loop.
 
     ``results_locally``: this process writes each closed room's summary and
@@ -448,7 +455,7 @@ class StoreRecorder:
         self._limiter = trio.CapacityLimiter(1)
         self._log = RateLimitedLog(log, level=logging.WARNING)
 
-    def _put(self, record: Record) -> None:
+    def put(self, record: Record) -> None:
         if not self.backlog.put(record, record_size(record)):
             self._dropped(1)
             self._log.log(
@@ -456,21 +463,6 @@ class StoreRecorder:
                 "transcript backlog full (%d bytes): a record was dropped",
                 self.backlog.bytes,
             )
-
-    def room_opened(self, record: RoomOpened) -> None:
-        self._put(record)
-
-    def user_turn(self, record: UserTurn) -> None:
-        self._put(record)
-
-    def assistant_turn(self, record: AssistantTurn) -> None:
-        self._put(record)
-
-    def error(self, record: ErrorRecord) -> None:
-        self._put(record)
-
-    def room_closed(self, record: RoomClosed) -> None:
-        self._put(record)
 
     def results_for(self, record: RoomClosed) -> None:
         """Write this closed room's summary and usage here (its job was not sent)."""
