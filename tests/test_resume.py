@@ -300,3 +300,34 @@ async def test_azure_gets_the_recent_turns_back_on_a_resumed_session(tmp_path: P
         ]
         assert "Tôi muốn đặt lịch hẹn" in restored
         assert restored.index("Tôi muốn đặt lịch hẹn") < restored.index("Tên tôi là An")
+
+
+def test_a_sessions_snapshot_restores_dates_times_and_history(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from voice_trio.providers import SessionOptions
+    from voice_trio.session import Session
+
+    graph = build_receptionist(tmp_path / "a.sqlite3")
+    session = Session("snap", SessionOptions(language="vi", voice="x"))
+    session.input_rate = 16000
+    conversation = session.conversation = graph.conversation(session_id="snap")
+    conversation.slots.update(
+        name="An", day=dt.date(2026, 12, 4), time=dt.time(9, 30), cancel={"code": "482913"}
+    )
+    conversation.record("user", "Tôi muốn đặt lịch")
+    session.hear("user", "Tôi muốn đặt lịch")
+    data = session.snapshot()
+    assert data is not None
+    back = Session.restore("snap", data, graph)
+    assert back is not None and back.resumed
+    assert back.options == session.options and back.input_rate == 16000
+    assert back.conversation.slots == conversation.slots  # the same types, not strings
+    assert [(e.role, e.text) for e in back.conversation.history] == [("user", "Tôi muốn đặt lịch")]
+    assert back.conversation.node.name == conversation.node.name
+    assert list(back.heard or ()) == [("user", "Tôi muốn đặt lịch")]
+    # What cannot be kept is not kept (and said, not raised); garbage is not restored.
+    conversation.slots["odd"] = object()
+    assert session.snapshot() is None
+    assert Session.restore("snap", b"{not json", graph) is None
+    assert Session.restore("snap", b'{"v": 99}', graph) is None

@@ -20,6 +20,7 @@ import msgspec
 from .config import OUTPUT_SAMPLE_RATE, SUPPORTED_INPUT_RATES
 from .errors import ProtocolError
 from .providers.base import SessionOptions
+from .ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from .agent import Graph
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 log = logging.getLogger("voice_trio.session")
+# A graph whose slots hold what cannot be kept would say so after every turn.
+_unkeepable = RateLimitedLog(log, level=logging.WARNING)
 
 #: The recent turns a session keeps as heard, for a resumed conversation: at most this
 #: many, and this many characters in all.
@@ -84,7 +87,7 @@ class Session:
             try:
                 conversation = self.conversation.snapshot()
             except (AttributeError, TypeError) as exc:
-                log.warning("session %s cannot be kept for resume: %s", self.session_id, exc)
+                _unkeepable.log("snapshot", "a session cannot be kept for resume: %s", exc)
                 return None
         return _encoder.encode(
             {
