@@ -217,5 +217,10 @@ class RoomEvents:
         if turn is not None and turn.speaking:
             await self._room.interrupt(None)
 
+    def agent_speaking(self) -> bool:
+        """Whether the user hears the agent now (a brain that confirms barge-ins asks)."""
+        turn = self._room.turn
+        return turn is not None and turn.speaking
+
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         await self._room.error(code, message, fatal=fatal)
