@@ -285,10 +285,10 @@ _Job = Partial | Final | Release | Check | TypedText
 # Of the longest pause (VAD_MAX_END_SILENCE_MS), what a turn the current step does
 # not understand (yet) waits: it may be half a sentence, or just not understood.
 _UNCLEAR_WAIT_SHARE = 0.5
-# Speech over the agent is recognised after this much of it, then again after
-# every further stretch as long, until it is words or the speech ends.
+# Speech over the agent is recognised after _CHECK_FIRST_S of it, then again after
+# every _CHECK_EVERY_S, until it is words or the speech ends.
 _CHECK_EVERY_S = 0.3
-_CHECK_FIRST_S = _PREROLL_S + 0.4  # the turn's audio starts with the pre-roll
+_CHECK_FIRST_S = 0.6  # longer than most backchannels ("ừ", "dạ": 0.3-0.6 s)
 
 
 class LocalBrain:
@@ -356,7 +356,8 @@ class LocalBrain:
         self._held: tuple[int, int, str] | None = None
         # The turn began over the agent's speech and has not (yet) interrupted it.
         self._over_agent = False
-        self._checked_at = 0.0  # seconds of the turn's audio at its last barge-in check
+        self._onset = 0  # where the turn's speech began (16 kHz samples)
+        self._checked_at = 0.0  # seconds of speech at the last barge-in check
         self._checking = False
         self._jobs_tx, self._jobs_rx = trio.open_memory_channel[_Job](8)
         self._events: BrainEvents | None = None
@@ -532,13 +533,16 @@ class LocalBrain:
             self._held = None
             await self._jobs_tx.send(Release(held[0], held[2]))
         if self._in_speech:
-            if self._over_agent and not self._checking:
+            loud_now = bool(result.probabilities) and result.probabilities[-1] >= 0.5
+            if self._over_agent and loud_now and not self._checking:
+                # Only while the user is audibly speaking: Whisper makes words of a
+                # short sound's trailing silence ("Cái gì?" of an eSpeak "ừ").
+                spoken = (self._heard - self._onset) / _SAMPLE_RATE
                 due = self._checked_at + _CHECK_EVERY_S if self._checked_at else _CHECK_FIRST_S
-                if self._utterance.seconds >= due:
-                    self._checked_at = self._utterance.seconds
-                    self._checking = self._offer(
-                        Check(self._turn_no, self._utterance.audio().copy())
-                    )
+                if spoken >= due:
+                    self._checked_at = spoken
+                    check = Check(self._turn_no, self._utterance.audio().copy())
+                    self._checking = self._offer(check)
             if self._utterance.partial_due() and self._utterance.seconds >= 2.0:
                 self._offer(Partial(self._turn_no, self._utterance.take_partial()))
 
@@ -553,6 +557,7 @@ class LocalBrain:
         self._open = True
         self._turn_no += 1
         self._checked_at = 0.0
+        self._onset = sample
         self._utterance.reset()
         self._utterance.append(self._since(sample - int(_PREROLL_S * _SAMPLE_RATE)))
         await events.speech_started()
