@@ -115,6 +115,8 @@ class Client:
 
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.ws = ws
+        #: The first ``session.ready`` (read by open_client).
+        self.ready: dict[str, Any] = {}
 
     async def send_json(self, **message: Any) -> None:
         await self.ws.send_message(json.dumps(message))
@@ -179,6 +181,7 @@ async def open_client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
         client = Client(ws)
         ready = await client.event()
         assert ready["type"] == "session.ready", ready
+        client.ready = ready
         yield client
 
 

@@ -47,6 +47,7 @@ from .providers.breaker import CircuitBreaker
 from .providers.cartesia import CartesiaPool, CartesiaVoice
 from .providers.local import LocalBrain, LocalSpeech, LocalVoice, Responder
 from .record import NullRecorder, Recorder
+from .resume import SessionKeeper
 from .room import CloseCode, Room
 from .security import (
     HandshakeGuard,
@@ -57,6 +58,9 @@ from .security import (
     session_id_of,
 )
 from .session import Session
+from .telephony import STREAM_PATH as PHONE_STREAM_PATH
+from .telephony import VOICE_PATH as PHONE_VOICE_PATH
+from .telephony import TwilioBridge
 from .transport import ASGITransport, Transport
 
 __all__ = ["VoiceTrioApp", "app", "STATIC_DIR", "load_graph"]
@@ -95,6 +99,8 @@ class VoiceTrioApp:
         self._nursery: trio.Nursery | None = None
         #: Presence and the cross-instance kick in Redis (REDIS_URL; None: one instance).
         self.cluster: Cluster | None = None
+        #: The conversations kept for resume (SESSION_RESUME_TTL_S; None: off), at start-up.
+        self.keeper: SessionKeeper | None = None
         #: Where rooms hand their records (voice_trio.outofband: transcripts, jobs, events);
         #: built at start-up.
         self.recorder: Recorder = NullRecorder()
@@ -113,11 +119,14 @@ class VoiceTrioApp:
         self.metrics.circuit_open["asr"] = lambda: (
             self.speech is not None and self.speech.breaker.is_open()
         )
+        #: Phone calls (Twilio Media Streams): the voice webhook and the stream.
+        self.twilio = TwilioBridge(self)
         self._http = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/metrics", self._metrics),
                 Route("/v1/sessions/{session_id}", self._session),
+                Route(PHONE_VOICE_PATH, self.twilio.voice, methods=["POST"]),
                 Mount("/", StaticFiles(directory=static_dir or STATIC_DIR, html=True)),
             ]
         )
@@ -283,6 +292,12 @@ class VoiceTrioApp:
                     cluster.statistics().kicks_received,
                 )
                 await nursery.start(cluster.run)
+            if settings.session_resume_ttl_s > 0:
+                self.keeper = SessionKeeper(
+                    ttl_s=settings.session_resume_ttl_s, max_bytes=settings.session_store_max_bytes
+                )
+                self.keeper.cluster, self.keeper.graph = self.cluster, self.agent
+                await nursery.start(self.keeper.run)
             await self._start_recorders(settings, nursery)
             self._nursery = nursery
             with record_gc_pauses(self.metrics.gc_pause):
@@ -419,19 +434,25 @@ class VoiceTrioApp:
             return
         query = scope.get("query_string", b"").decode("latin-1")
         client, server = scope.get("client"), scope.get("server")
+        phone = scope["path"] == PHONE_STREAM_PATH
         try:
-            ticket = await self.guard.enter(
-                scope["path"] + ("?" + query if query else ""),
-                header_map(scope.get("headers", [])),
-                peer=client[0] if client else "",
-                local=server[0] if server else None,
-            )
+            target = scope["path"] + ("?" + query if query else "")
+            headers = header_map(scope.get("headers", []))
+            peer, local = (client[0] if client else ""), (server[0] if server else None)
+            if phone:  # a carrier's stream: its own checks (signature, the call's token)
+                ticket = self.twilio.admit(target, headers, peer=peer, local=local)
+            else:
+                ticket = await self.guard.enter(target, headers, peer=peer, local=local)
         except Refusal as refusal:
             await _deny(scope, send, refusal)
             return
         try:
             await send({"type": "websocket.accept"})
-            await self.serve_room(ticket.session_id, ASGITransport(send, receive))
+            transport = ASGITransport(send, receive)
+            if phone:  # the session id comes with the call's `start`
+                await self.twilio.serve(transport)
+            else:
+                await self.serve_room(ticket.session_id, transport)
         finally:
             ticket.release()
 
@@ -460,6 +481,7 @@ class VoiceTrioApp:
             transport=transport,
             brain_rates=self.brain_input_rates,
             recorder=self.recorder,
+            keeper=self.keeper,
         )
         self.rooms[session_id] = room
         cluster, claim = self.cluster, 0
@@ -471,11 +493,20 @@ class VoiceTrioApp:
                 old.close(CloseCode.REPLACED, "replaced")
                 with trio.move_on_after(5.0):
                     await old.closed.wait()
+            if self.keeper is not None:
+                # The conversation goes on: the replaced room's, else the one kept (here or
+                # in Redis: at most REDIS_TIMEOUT_S).
+                kept = old.session if old is not None else await self.keeper.find(session_id)
+                if kept is not None and (kept.heard or kept.conversation is not None):
+                    kept.resumed = True
+                    room.resume(kept)
             if self.shutting_down:
                 room.close(CloseCode.GOING_AWAY, "server shutting down")
             with logs.room_context(session_id, self.settings.instance_id):
                 await room.serve()
         finally:
+            if self.keeper is not None:
+                self.keeper.mark(room.session)
             if self.rooms.get(session_id) is room:
                 del self.rooms[session_id]
                 if cluster is not None:

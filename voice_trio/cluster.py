@@ -455,6 +455,26 @@ class Cluster:
 
     # ------------------------------------------------------- a room's path
 
+    async def get_value(self, name: str, op: str) -> str | None:
+        """The value kept under ``{prefix}{name}``, or None (absent, or Redis slow or down)."""
+        client = self._client
+        if client is None or not self._up:
+            await trio.lowlevel.checkpoint()
+            return None
+        ok, value = await self._call(op, partial(client.get, self.prefix + name), self.timeout_s)
+        return value if ok and isinstance(value, str) else None
+
+    async def set_value(self, name: str, value: str, ttl_ms: int, op: str) -> bool:
+        """Keep ``value`` under ``{prefix}{name}`` for ``ttl_ms``; False when Redis is away."""
+        client = self._client
+        if client is None or not self._up:
+            await trio.lowlevel.checkpoint()
+            return False
+        ok, _ = await self._call(
+            op, partial(client.set, self.prefix + name, value, px=ttl_ms), self.timeout_s
+        )
+        return ok
+
     async def claim(self, session_id: str) -> int:
         """Hold ``session_id`` here: write its presence, kick its previous holder.
 

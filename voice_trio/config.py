@@ -476,6 +476,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "(at most half of `PRESENCE_TTL_S`)",
         ),
     ] = 5.0
+    session_resume_ttl_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="seconds a conversation is kept after each turn, so that a room opened "
+            "again for its session id resumes it (on any instance with `REDIS_URL`); 0: never",
+        ),
+    ] = 600.0
+    session_store_max_bytes: Annotated[
+        int,
+        Meta(
+            ge=65_536,
+            description="bytes of conversations this process keeps for resume (oldest dropped "
+            "first)",
+        ),
+    ] = 67_108_864
     # Out of band (issue #14: voice_trio.transcripts, voice_trio.jobs, voice_trio.analytics).
     transcripts: Annotated[
         bool,
@@ -548,6 +564,36 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             "installed packages); empty: the demo receptionist",
         ),
     ] = ""
+    # Phone calls (voice_trio.telephony: Twilio Media Streams on /telephony/twilio).
+    twilio_auth_token: Annotated[
+        str,
+        Meta(
+            description="Twilio auth token: set, the voice webhook and the stream must carry a "
+            "valid X-Twilio-Signature (a secret: never shown)"
+        ),
+    ] = ""
+    twilio_public_url: Annotated[
+        str,
+        Meta(
+            pattern=r"^(https?://[^/?#\s]+)?$",
+            description="https://host Twilio reaches this server at (signatures, the stream URL "
+            "in the TwiML); empty: the request's own host",
+        ),
+    ] = ""
+    twilio_lead_ms: Annotated[
+        int,
+        Meta(
+            ge=120, le=2000, description="agent audio sent ahead of real time on a phone line (ms)"
+        ),
+    ] = 200
+    twilio_dtmf_gap_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=10_000,
+            description="keypad digits end a turn after this long without another (or on #)",
+        ),
+    ] = 1000
     vad_max_end_silence_ms: Annotated[
         int,
         Meta(
@@ -697,7 +743,7 @@ def markdown_table() -> str:
 #: Settings whose values are secrets: never printed, logged or shown as a default.
 SECRET_FIELDS: frozenset[str] = frozenset(
     # REDIS_URL may hold a password (redis://:password@host).
-    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url")
+    ("auth_secret", "azure_openai_api_key", "cartesia_api_key", "redis_url", "twilio_auth_token")
     # Broker and stream URLs may hold passwords too.
     + ("celery_broker_url", "analytics_redis_url")
 )

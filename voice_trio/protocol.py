@@ -99,6 +99,10 @@ class SessionReady(_Out, tag="session.ready", omit_defaults=True):
     voice: str
     #: The instance holding the room, with REDIS_URL only (omitted on a single instance).
     instance_id: str | None = None
+    #: The conversation was resumed (a room before this one had it); omitted otherwise.
+    resumed: bool | None = None
+    #: How many recent turns (as heard) it resumed with.
+    turns_restored: int | None = None
 
 
 class InputSpeechStarted(_Out, tag="input.speech_started"):

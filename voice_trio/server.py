@@ -68,6 +68,7 @@ from .config import Settings
 from .metrics import ServerMetrics
 from .room import CloseCode
 from .security import Refusal, client_key, header_map, refusal_headers
+from .telephony import STREAM_PATH as PHONE_STREAM_PATH
 from .websocket import (
     MAX_HEAD_BYTES,
     Handshake,
@@ -555,21 +556,27 @@ class _FrontDoor:
             peer, local = stream.socket.getpeername()[0], stream.socket.getsockname()[0]
         except OSError:
             return  # already gone
+        phone = handshake.target.partition("?")[0] == PHONE_STREAM_PATH
         try:
-            ticket = await app.guard.enter(
-                handshake.target, header_map(handshake.headers), peer=peer, local=local
-            )
+            fields = header_map(handshake.headers)
+            if phone:  # a carrier's stream: its own checks (signature, the call's token)
+                ticket = app.twilio.admit(handshake.target, fields, peer=peer, local=local)
+            else:
+                ticket = await app.guard.enter(handshake.target, fields, peer=peer, local=local)
         except Refusal as refusal:
             headers = b"".join(k + b": " + v + b"\r\n" for k, v in refusal_headers(refusal))
             phrase = HTTPStatus(refusal.status).phrase
             await _refuse(stream, refusal.status, phrase, refusal.message + "\n", headers)
             return
         try:
-            await self._room(stream, handshake, ticket.session_id)
+            await self._room(stream, handshake, None if phone else ticket.session_id)
         finally:
             ticket.release()
 
-    async def _room(self, stream: trio.SocketStream, handshake: Handshake, session_id: str) -> None:
+    async def _room(
+        self, stream: trio.SocketStream, handshake: Handshake, session_id: str | None
+    ) -> None:
+        """Serve the room of ``session_id``, or a phone call (None: its id comes with the call)."""
         app = self.app
         try:
             await stream.send_all(handshake.accept())
@@ -581,12 +588,15 @@ class _FrontDoor:
             max_fragments=app.settings.ws_max_fragments,
             buffered=handshake.rest,
         )
-        with logs.room_context(session_id, app.settings.instance_id):
+        with logs.room_context(session_id or "phone", app.settings.instance_id):
             try:
-                await app.serve_room(session_id, ws)
+                if session_id is None:
+                    await app.twilio.serve(ws)
+                else:
+                    await app.serve_room(session_id, ws)
             except Exception:
                 # A room's failure ends that room only: log it, close 1011, go on.
-                log.exception("room %s failed", session_id)
+                log.exception("room %s failed", session_id or "of a phone call")
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
 

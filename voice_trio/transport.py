@@ -9,11 +9,11 @@ it gets an :class:`ASGITransport` over the ASGI ``send``/``receive`` callables.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-__all__ = ["Transport", "ASGITransport"]
+__all__ = ["Transport", "ASGITransport", "PlaybackReport"]
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
@@ -28,6 +28,18 @@ class Transport(Protocol):
 
     async def close(self, code: int, reason: str = "") -> None:
         """Send the close frame with ``code`` and ``reason``."""
+
+
+@runtime_checkable
+class PlaybackReport(Protocol):
+    """A transport that knows what the listener has heard (a phone line, by its marks)."""
+
+    def played_ms(self, response_id: str) -> int | None:
+        """Milliseconds of ``response_id``'s audio heard so far; None: not known here.
+
+        A barge-in the server detects (no ``played_ms`` from the client) cuts the
+        response there, not at the room's playback-clock estimate.
+        """
 
 
 class ASGITransport:

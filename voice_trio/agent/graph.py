@@ -464,6 +464,36 @@ class Conversation:
         """Add to the history what was said elsewhere (the Azure brain's transcripts)."""
         self._history.append(HistoryEntry(role, text))
 
+    # ----------------------------------------------------------- resume
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a resumed conversation needs of it: its node, slots, history and turn count.
+
+        JSON-able (dates and times in slots are tagged); raises TypeError for a slot
+        value of another kind (such a conversation is not kept).
+        """
+        return {
+            "node": self._node.name,
+            "slots": {name: _slot_to_json(value) for name, value in self.slots.items()},
+            "history": [[entry.role, entry.text] for entry in self._history],
+            "turns": self._turns,
+        }
+
+    @classmethod
+    def restore(cls, graph: Graph, *, session_id: str, state: Mapping[str, Any]) -> Conversation:
+        """The conversation ``snapshot()`` described, on ``graph`` (its node must still exist)."""
+        conversation = cls(graph, session_id=session_id)
+        node = state.get("node")
+        if isinstance(node, str) and node in graph.nodes:
+            conversation._node = graph.nodes[node]
+        conversation.slots = {
+            name: _slot_from_json(value) for name, value in dict(state.get("slots", {})).items()
+        }
+        for role, text in state.get("history", []):
+            conversation._history.append(HistoryEntry(str(role), str(text)))
+        conversation._turns = int(state.get("turns", 0))
+        return conversation
+
     def greeting(self) -> str:
         """What the agent says when the conversation opens (may be empty)."""
         text = _text(self.graph.greeting, self)
@@ -617,3 +647,39 @@ class Conversation:
         self._calls.append(result)
         self.record("tool", f"{result.name} -> {result.output}")
         return result
+
+
+# Tags of the slot values JSON has no type for.
+_SLOT_TYPES: dict[str, Callable[[str], Any]] = {
+    "$datetime": dt.datetime.fromisoformat,
+    "$date": dt.date.fromisoformat,
+    "$time": dt.time.fromisoformat,
+}
+
+
+def _slot_to_json(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dt.datetime):  # before date: a datetime is a date
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, dt.time):
+        return {"$time": value.isoformat()}
+    if isinstance(value, (list, tuple)):
+        return [_slot_to_json(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _slot_to_json(v) for k, v in value.items()}
+    raise TypeError(f"a slot value of type {type(value).__name__} cannot be kept")
+
+
+def _slot_from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_slot_from_json(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((tag, text),) = value.items()
+            if tag in _SLOT_TYPES and isinstance(text, str):
+                return _SLOT_TYPES[tag](text)
+        return {k: _slot_from_json(v) for k, v in value.items()}
+    return value

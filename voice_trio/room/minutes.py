@@ -24,6 +24,8 @@ from ..record import (
 )
 
 if TYPE_CHECKING:
+    from ..resume import SessionKeeper
+    from ..session import Session
     from .turn import RoomTurn
 
 __all__ = ["Minutes"]
@@ -36,19 +38,36 @@ class Minutes:
     """A room's records, and the counts its usage is made of."""
 
     __slots__ = (
-        "session_id", "recorder", "opened_at", "audio_in_s", "user_turns", "responses",
+        "session", "recorder", "keeper", "opened_at", "audio_in_s", "user_turns", "responses",
         "interrupts", "_settings", "_speech_started_at",
     )  # fmt: skip
 
-    def __init__(self, session_id: str, settings: Settings, recorder: Recorder) -> None:
-        self.session_id = session_id
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        recorder: Recorder,
+        keeper: SessionKeeper | None = None,
+    ) -> None:
+        #: The conversation: each turn as heard goes into it, and it is kept for resume.
+        self.session = session
         self.recorder = recorder
+        self.keeper = keeper
         self.opened_at = trio.current_time()
         #: Seconds of the user's audio the room took (at whatever rate it came).
         self.audio_in_s = 0.0
         self.user_turns = self.responses = self.interrupts = 0
         self._settings = settings
         self._speech_started_at: float | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    def _heard(self, role: str, text: str) -> None:
+        self.session.hear(role, text)
+        if self.keeper is not None:
+            self.keeper.mark(self.session)
 
     def opened(self) -> None:
         settings = self._settings
@@ -59,6 +78,7 @@ class Minutes:
                 at=time.time(),
                 brain=settings.brain,
                 voice=settings.voice,
+                resumed=self.session.resumed,
             )
         )
 
@@ -94,6 +114,7 @@ class Minutes:
 
     def user_turn(self, text: str, source: Literal["voice", "text"]) -> None:
         self.user_turns += 1
+        self._heard("user", text)
         started, self._speech_started_at = self._speech_started_at, None
         now, wall = trio.current_time(), time.time()
         self.recorder.user_turn(
@@ -112,12 +133,14 @@ class Minutes:
         full = "".join(turn.text)
         sent_ms = turn.sent_ms
         heard = sent_ms if heard_ms is None else heard_ms
+        text = full if heard_ms is None else text_heard(full, heard, turn)
+        self._heard("assistant", text)
         now, wall = trio.current_time(), time.time()
         self.recorder.assistant_turn(
             AssistantTurn(
                 session_id=self.session_id,
                 response_id=turn.response_id,
-                text=full if heard_ms is None else text_heard(full, heard, turn),
+                text=text,
                 full_text=full,
                 status=turn.status,
                 started_at=wall - (now - turn.started_at),

@@ -25,8 +25,9 @@ from ..audio import InputResampler, pcm16_from_ints
 from ..config import OUTPUT_SAMPLE_RATE, Settings
 from ..errors import ProtocolError
 from ..record import NullRecorder, Recorder
+from ..resume import SessionKeeper
 from ..session import Session
-from ..transport import Transport
+from ..transport import PlaybackReport, Transport
 from .limits import RoomLimits
 from .minutes import Minutes
 from .outbox import Outbox
@@ -75,12 +76,13 @@ class Room:
         transport: Transport,
         brain_rates: frozenset[int] = frozenset({OUTPUT_SAMPLE_RATE}),
         recorder: Recorder | None = None,
+        keeper: SessionKeeper | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.metrics = metrics
         #: What the room hands the app's recorder (transcripts, usage).
-        self.minutes = Minutes(session.session_id, settings, recorder or NullRecorder())
+        self.minutes = Minutes(session, settings, recorder or NullRecorder(), keeper)
         self.outbox = Outbox(transport, settings, metrics, self.close)
         self.upstream = Upstream(self, make_brain, make_voice)
         self.turn: RoomTurn | None = None
@@ -103,6 +105,10 @@ class Room:
     @property
     def session_id(self) -> str:
         return self.session.session_id
+
+    def resume(self, session: Session) -> None:
+        """Go on with ``session`` (kept from a room before this one), before serving."""
+        self.session = self.minutes.session = session
 
     # ------------------------------------------------------------------ life
 
@@ -208,6 +214,8 @@ class Room:
             brain=settings.brain,
             voice=settings.voice,
             instance_id=settings.instance_id if settings.redis_url else None,
+            resumed=True if self.session.resumed else None,
+            turns_restored=len(self.session.heard or ()) if self.session.resumed else None,
         )
 
     # ---------------------------------------------------------------- reader
@@ -406,6 +414,8 @@ class Room:
         turn = self.turn
         if turn is None or turn.state is TurnState.CUT:
             return
+        if played_ms is None and isinstance(self._transport, PlaybackReport):
+            played_ms = self._transport.played_ms(turn.response_id)  # a phone line's marks
         if not turn.speaking and (played_ms is None or played_ms >= turn.sent_ms):
             return  # nothing left to cut
         # Without the client's word (server VAD), what it has played by the clock.
