@@ -152,12 +152,8 @@ async def main() -> None:
             turns, start = await run_one(speech, audio, args.max_end_silence_ms, db)
             if turns.asked:
                 delays.append(turns.asked[0][0] - start - end_s(audio))
-            print(
-                f"{text!r}: decided {delays[-1] * 1000:.0f} ms after the speech ended -> {turns.asked}"
-            )
-        print(
-            f"short answers: end of speech -> turn decided, median {np.median(delays) * 1000:.0f} ms"
-        )
+            print(f"{text!r}: decided {delays[-1] * 1000:.0f} ms after its end: {turns.asked}")
+        print(f"short answers: speech end -> decided, median {np.median(delays) * 1000:.0f} ms")
         cuts = []
         for first, second in PAUSED:
             audio = np.concatenate([z, espeak(f"{first} {second}"), z, z, z])

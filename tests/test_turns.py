@@ -204,12 +204,14 @@ async def test_a_complete_short_answer_ends_at_the_short_silence(local_speech, t
     hello = espeak("Xin chào.")
     with trio.fail_after(60):
         async with brain_on(local_speech, tmp_path) as (brain, turns, _, speech):
-            # Only 0.7 s of silence after it: a turn that waited for the longest pause
-            # (1.5 s) or half of it (1 s) would never end on this audio.
-            await feed(brain, np.concatenate([silence(0.5), hello, silence(0.7)]))
+            # Only 0.4 s of silence after it: a turn that waited for the longest pause
+            # (1.5 s), half of it (1 s), or even the VAD's end of speech (0.5 s) would
+            # never end on this audio. A complete one ends at its early transcript.
+            await feed(brain, np.concatenate([silence(0.5), hello, silence(0.4)]))
             await settled(brain, speech)
     assert turns.asked and "xin chào" in turns.asked[0].lower(), turns.log
     assert turns.finals() == turns.asked
+    assert [e[0] for e in turns.log][:3] == ["speech_started", "speech_stopped", "final"]
 
 
 async def test_a_turn_not_read_as_complete_ends_after_a_longer_pause(

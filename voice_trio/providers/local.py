@@ -255,6 +255,9 @@ class Final:
     audio: Float32Array
     epoch: int
     force: bool = False
+    #: Made early in the pause (``_EARLY_MS``): it ends the turn only if it reads as
+    #: complete; otherwise the VAD's own end of speech decides, with this transcript.
+    early: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +288,9 @@ _Job = Partial | Final | Release | Check | TypedText
 # Of the longest pause (VAD_MAX_END_SILENCE_MS), what a turn the current step does
 # not understand (yet) waits: it may be half a sentence, or just not understood.
 _UNCLEAR_WAIT_SHARE = 0.5
+# A pause is first transcribed this early: a turn that reads as complete ends
+# there, before VAD_END_SILENCE_MS (what pays back the longer wait at other pauses).
+_EARLY_MS = 250.0
 # Speech over the agent is recognised after _CHECK_FIRST_S of it, then again after
 # every _CHECK_EVERY_S, until it is words or the speech ends.
 _CHECK_EVERY_S = 0.3
@@ -354,6 +360,9 @@ class LocalBrain:
         self._silence_from = 0  # where the current pause began (16 kHz samples)
         # A turn waiting after a pause: (epoch, release at sample, its transcript).
         self._held: tuple[int, int, str] | None = None
+        # The early transcript of a pause, (epoch, text), and the epoch it was asked for.
+        self._early: tuple[int, str] | None = None
+        self._early_epoch = -1
         # The turn began over the agent's speech and has not (yet) interrupted it.
         self._over_agent = False
         self._onset = 0  # where the turn's speech began (16 kHz samples)
@@ -399,26 +408,46 @@ class LocalBrain:
 
     async def _final(self, events: BrainEvents, job: Final) -> None:
         """A pause in the turn (or its commit): transcribe, then end it or wait for more."""
-        try:
-            text = await self._speech.transcribe(job.audio, language=self.options.language)
-        except ProviderError as exc:
-            if job.force or (job.epoch == self._epoch and self._open):
-                self._close_turn()
-                await events.error(exc.code, exc.message)
+        text = None
+        early = self._early
+        if not (job.early or job.force) and early is not None and early[0] == job.epoch:
+            text = early[1]  # the early transcript of this pause, done just before: the same
+        if text is None:
+            try:
+                text = await self._speech.transcribe(job.audio, language=self.options.language)
+            except ProviderError as exc:
+                if job.force or (not job.early and job.epoch == self._epoch and self._open):
+                    self._close_turn()
+                    await events.error(exc.code, exc.message)
+                return
+        if job.force:
+            await self._end(events, text)
             return
-        if not job.force:
-            if job.epoch != self._epoch or not self._open:
-                if text and self._open:  # the user went on: what was heard so far
+        if job.epoch != self._epoch or not self._open:
+            if text and self._open and not job.early:  # the user went on: what was heard so far
+                await events.transcript(text, final=False)
+            return
+        wait = self._wait_after(text)
+        if job.early:
+            if wait > self._short_silence or not self._in_speech:
+                self._early = (job.epoch, text)  # the VAD's end of speech decides
+                return
+            # Complete: the turn ends now, a little before the VAD would have said so.
+            await self._vad.wait_idle()  # the detector is changed below, not in a worker
+            if job.epoch != self._epoch or not self._in_speech:
+                return  # the user went on meanwhile (or the VAD ended it): as usual
+            self._in_speech = False
+            self._vad.detector.end_speech()
+            await events.speech_stopped()
+            await self._end(events, text)
+            return
+        if wait > self._short_silence:
+            release = self._silence_from + wait
+            if self._heard < release + self._min_speech:
+                self._held = (job.epoch, release, text)
+                if text:
                     await events.transcript(text, final=False)
                 return
-            wait = self._wait_after(text)
-            if wait > self._short_silence:
-                release = self._silence_from + wait
-                if self._heard < release + self._min_speech:
-                    self._held = (job.epoch, release, text)
-                    if text:
-                        await events.transcript(text, final=False)
-                    return
         await self._end(events, text)
 
     def _wait_after(self, text: str) -> int:
@@ -532,6 +561,16 @@ class LocalBrain:
             # The VAD had time to confirm any speech that began before the deadline.
             self._held = None
             await self._jobs_tx.send(Release(held[0], held[2]))
+        if self._in_speech and self._early_epoch != self._epoch:
+            silent = self._vad.detector.silence_ms
+            if silent >= min(_EARLY_MS, self._short_silence / 2):
+                self._early_epoch = self._epoch
+                # Padded to the silence the VAD's end of speech would have: Whisper
+                # hears the same clip either way (it reads trailing silence too).
+                pad = max(0, self._short_silence - int(silent * _SAMPLE_RATE / 1000))
+                audio = self._utterance.audio()
+                audio = np.concatenate([audio, np.zeros(pad, dtype=np.float32)])
+                self._offer(Final(audio, self._epoch, early=True))
         if self._in_speech:
             loud_now = bool(result.probabilities) and result.probabilities[-1] >= 0.5
             if self._over_agent and loud_now and not self._checking:
@@ -598,7 +637,7 @@ class LocalBrain:
             parts.append(chunk[max(0, sample - start) :])
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def _offer(self, job: Partial | Check) -> bool:
+    def _offer(self, job: Partial | Check | Final) -> bool:
         try:
             self._jobs_tx.send_nowait(job)
         except trio.WouldBlock:
