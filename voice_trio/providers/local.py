@@ -3,10 +3,12 @@
 Hearing: the client's audio comes at its own rate (every supported rate is in
 :attr:`LocalBrain.input_rates`, so the room does not resample it); 16 kHz goes
 to the process's shared Silero VAD (batched across rooms) as it is, any other
-rate is resampled to 16 kHz once, here. Speech start is a barge-in, speech
-stop (or the client's ``commit_audio``) ends the user's turn. Whisper base
-transcribes the turn in a worker thread behind one process-wide, fair,
-bounded queue; long speech gets partial transcripts.
+rate is resampled to 16 kHz once, here. A pause is transcribed and read
+before it ends the user's turn (see :class:`LocalBrain`; the client's
+``commit_audio`` ends it at once); speech over the agent interrupts it once it
+is recognised as meant words. Whisper base transcribes in a worker thread
+behind one process-wide, fair, bounded queue; long speech gets partial
+transcripts.
 
 Deciding: each final transcript (or typed turn) goes to the room's
 conversation (the agent graph), whose reply text the room speaks.
@@ -300,12 +302,13 @@ _CHECK_FIRST_S = 0.6  # longer than most backchannels ("ừ", "dạ": 0.3-0.6 s)
 class LocalBrain:
     """One room's embedded conversation session.
 
-    Turn-taking (DESIGN.md section 10): the VAD's short silence (``end_silence_ms``)
-    is only a pause. The audio so far is transcribed there, and the transcript and
-    the agent graph's current step decide: a turn that reads as complete (a rule of
-    the step takes it, or a sentence that ends) ends at once; one that stops on a
-    continuation word or comma waits up to ``max_end_silence_ms`` of silence, one
-    the step does not understand yet half of that. Speech that resumes before the
+    Turn-taking (DESIGN.md section 10): silence is only a pause. The audio so far
+    is transcribed 250 ms into it, and the transcript and the agent graph's
+    current step decide: a turn that reads as complete (a rule of the step takes
+    it, or without a graph a sentence that ends) ends there, before the VAD's
+    ``end_silence_ms``; one that stops on a continuation word or comma waits up to
+    ``max_end_silence_ms`` of silence, one the step does not understand yet half
+    of that. Speech that resumes before the
     turn's reply is decided makes one turn with one final transcript. While the
     agent speaks, speech interrupts it only once it is recognised as words that
     are not only a backchannel ("dạ", "vâng"): a cough or a "dạ" is not a turn.
