@@ -308,8 +308,10 @@ class LocalBrain:
     it, or without a graph a sentence that ends) ends there, before the VAD's
     ``end_silence_ms``; one that stops on a continuation word or comma waits up to
     ``max_end_silence_ms`` of silence, one the step does not understand yet half
-    of that. Speech that resumes before the
-    turn's reply is decided makes one turn with one final transcript. While the
+    of that. Silence is counted in the audio the client sends, not by the clock: a
+    client that stops sending in a pause ends its turn with ``commit_audio``.
+    Speech that resumes before the turn's reply is decided makes one turn with one
+    final transcript. While the
     agent speaks, speech interrupts it only once it is recognised as words that
     are not only a backchannel ("dạ", "vâng"): a cough or a "dạ" is not a turn.
     """
