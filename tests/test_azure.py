@@ -474,3 +474,58 @@ async def test_the_unmodified_server_talks_to_azure_and_cartesia_from_settings_a
                 text = next(e["text"] for e in events if e["type"] == "response.text.done")
                 assert any(e["type"] == "input.transcript" and e["final"] for e in events)
                 assert audio == audio_for(text)
+
+
+async def test_a_cut_text_response_is_remembered_as_the_words_heard(tmp_path) -> None:
+    """Azure text out + Cartesia: the cut item is deleted, one with the heard words made."""
+    from voice_trio.config import Settings
+
+    from .fakes.cartesia import open_fake_cartesia
+
+    words = " ".join(f"từ{i}" for i in range(40))
+    async with open_fake_azure(delta_delay_s=0.0, reply=lambda s: words) as azure:
+        async with open_fake_cartesia() as cartesia:
+            settings = Settings.from_env(
+                {
+                    "AZURE_OPENAI_ENDPOINT": azure.endpoint,
+                    "AZURE_OPENAI_API_KEY": azure.api_key,
+                    "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+                    "CARTESIA_BASE_URL": cartesia.base_url,
+                    "CARTESIA_API_KEY": cartesia.api_key,
+                    "CARTESIA_VOICE_ID": cartesia.voice_id,
+                    "WS_TTS_CHUNK_BYTES": "4800",
+                }
+            )
+            graph = build_receptionist(tmp_path / "appointments.sqlite3")
+            async with running_server(settings, agent=graph) as server:
+                async with server.connect("heard") as client:
+                    await client.send_json(type="text", text="kể chuyện đi")
+                    done_text = ""
+                    received = 0
+                    while True:
+                        message = await client.recv()
+                        if isinstance(message, bytes):
+                            received += len(message)
+                            continue
+                        event = json.loads(message)
+                        if event["type"] == "response.text.done":
+                            done_text = event["text"]
+                        if received >= 4 * 4800 and done_text:
+                            break
+                    await client.send_json(type="interrupt", played_ms=received // 96)
+                    await client.until("response.done")
+                    await client.ping()
+                    session = azure.sessions[0]
+                    with trio.fail_after(5):
+                        while not session.of_type("conversation.item.create")[1:]:
+                            await trio.sleep(0.02)
+    (delete,) = session.of_type("conversation.item.delete")
+    created = session.of_type("conversation.item.create")[-1]["item"]
+    assert created["role"] == "assistant"
+    heard = created["content"][0]["text"]
+    assert created["content"][0]["type"] == "output_text"
+    # Only a start of the answer: what the client had played, whole words.
+    assert heard and words.startswith(heard) and len(heard) < len(words)
+    assert heard.split()[-1] in words.split()
+    assistant = [i for i in session.items if i.get("role") == "assistant"]
+    assert delete["item_id"] not in [i.get("id") for i in assistant]

@@ -164,6 +164,7 @@ class VoiceTrioApp:
             responder=self.make_responder(session),
             greet=first and settings.agent_greeting,
             end_silence_ms=settings.vad_end_silence_ms,
+            max_end_silence_ms=settings.vad_max_end_silence_ms,
             partial_interval_s=settings.asr_partial_interval_s,
         )
 

@@ -594,6 +594,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
             description="keypad digits end a turn after this long without another (or on #)",
         ),
     ] = 1000
+    vad_max_end_silence_ms: Annotated[
+        int,
+        Meta(
+            ge=100,
+            le=10000,
+            description="the longest pause the embedded brain waits after an unfinished phrase "
+            '(a trailing "và", "nhưng", a comma) before it ends the user\'s turn',
+        ),
+    ] = 1500
 
     def __post_init__(self) -> None:
         if self.auth_secret and len(self.auth_secret.encode()) < 32:

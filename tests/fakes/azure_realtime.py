@@ -415,6 +415,16 @@ class FakeAzureRealtime:
                 )
                 return
             conn.response_scope.cancel()
+        elif kind == "conversation.item.delete":
+            item_id = event["item_id"]
+            kept = [i for i in conn.record.items if i.get("id") != item_id]
+            if len(kept) == len(conn.record.items):
+                await conn.error(
+                    "item_delete_invalid_item_id", f"no item {item_id}", event.get("event_id")
+                )
+                return
+            conn.record.items[:] = kept
+            await conn.send({"type": "conversation.item.deleted", "item_id": item_id})
         elif kind == "conversation.item.truncate":
             item_id = event["item_id"]
             produced = conn.audio_ms.get(item_id)

@@ -156,6 +156,7 @@ class _ResponseState:
         "done",
         "cancelled",
         "audio_item",
+        "text_item",
         "forwarded_bytes",
         "scope",
         "_tools_scope",
@@ -168,6 +169,8 @@ class _ResponseState:
         self.cancelled = False
         #: The assistant item whose audio the room plays (for truncation).
         self.audio_item: str | None = None
+        #: The assistant item of its text (text out: replaced by the heard words).
+        self.text_item: str | None = None
         #: Audio handed to the room's turn, in bytes.
         self.forwarded_bytes = 0
         #: Where the responder streams this response into the room's turn; an
@@ -972,6 +975,15 @@ class _Responses:
         if self._output == "audio" and state.audio_item is not None:
             heard = max(0, min(played_ms, state.forwarded_bytes // _BYTES_PER_MS))
             await link.send(wire.truncate(state.audio_item, heard))
+        elif self._output == "text" and state.text_item is not None:
+            # Text cannot be truncated: the cut item goes, the heard words take its place.
+            text_heard = getattr(self._events, "text_heard", None)
+            if text_heard is None:
+                return  # a room that cannot say what was heard: the model keeps it all
+            heard_text = str(text_heard(played_ms))
+            await link.send(wire.item_delete(state.text_item))
+            if heard_text:
+                await link.send(wire.heard_item(self._setup.dialect, heard_text))
 
     # ------------------------------------------------------------ events
 
@@ -982,10 +994,12 @@ class _Responses:
         self._figures.responses += 1
         await link.deliver(ResponseCreated(state))
 
-    async def text(self, link: _Link, delta: str | None) -> None:
+    async def text(self, link: _Link, delta: str | None, item_id: str | None = None) -> None:
         state = link.active
         if state is None or state.cancelled or not delta:
             return
+        if state.text_item is None:
+            state.text_item = item_id
         state.add_text(delta)
         await link.deliver(TextDelta(state, delta))
 
@@ -1269,8 +1283,8 @@ class AzureRealtimeBrain:
         match event:
             case wire.AudioDeltaEvent(delta=pcm, item_id=item_id):
                 await self._responses.audio(link, pcm, item_id)
-            case wire.TextDeltaEvent(delta=delta):
-                await self._responses.text(link, delta)
+            case wire.TextDeltaEvent(delta=delta, item_id=item_id):
+                await self._responses.text(link, delta, item_id)
             case wire.SpeechStartedEvent():
                 link.speech_started()
                 await events.speech_started()

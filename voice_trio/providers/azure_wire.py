@@ -58,6 +58,8 @@ __all__ = [
     "response_cancel",
     "response_create",
     "session_update",
+    "heard_item",
+    "item_delete",
     "truncate",
     "user_text",
 ]
@@ -100,8 +102,14 @@ class _FunctionCallOutput(msgspec.Struct, tag_field="type", tag="function_call_o
     output: str
 
 
-class _ItemCreate(_ClientEvent, tag="conversation.item.create"):
+class _ItemCreate(_ClientEvent, tag="conversation.item.create", omit_defaults=True):
     item: _Message | _FunctionCallOutput
+    #: Where it goes (after this item); none: at the end.
+    previous_item_id: str | None = None
+
+
+class _ItemDelete(_ClientEvent, tag="conversation.item.delete"):
+    item_id: str
 
 
 class _ResponseCreate(_ClientEvent, tag="response.create"):
@@ -269,6 +277,18 @@ def history_item(dialect: Dialect, role: str, text: str) -> str:
     return _frame(_ItemCreate(message))
 
 
+def heard_item(dialect: Dialect, text: str, previous_item_id: str | None = None) -> str:
+    """The assistant's words the user heard of a cut text response, in its item's place."""
+    kind: Literal["output_text", "text"] = "text" if dialect == "preview" else "output_text"
+    message = _Message("assistant", [_TextPart(kind, text)])
+    return _frame(_ItemCreate(message, previous_item_id))
+
+
+def item_delete(item_id: str) -> str:
+    """Make the model forget ``item_id`` (a cut text response: text cannot be truncated)."""
+    return _frame(_ItemDelete(item_id))
+
+
 def function_call_output(call_id: str, output: str) -> str:
     """A tool's answer to the model's function call."""
     return _frame(_ItemCreate(_FunctionCallOutput(call_id, output)))
@@ -383,6 +403,8 @@ class TextDeltaEvent(_ServerEvent, tag="response.output_text.delta"):
     """Words of a response: its text (text out) or the transcript of its audio."""
 
     delta: str | None = None
+    #: The assistant item they belong to (a cut text response's item is replaced).
+    item_id: str | None = None
 
 
 class _TranscriptDelta(TextDeltaEvent, tag="response.output_audio_transcript.delta"):

@@ -3,10 +3,12 @@
 Hearing: the client's audio comes at its own rate (every supported rate is in
 :attr:`LocalBrain.input_rates`, so the room does not resample it); 16 kHz goes
 to the process's shared Silero VAD (batched across rooms) as it is, any other
-rate is resampled to 16 kHz once, here. Speech start is a barge-in, speech
-stop (or the client's ``commit_audio``) ends the user's turn. Whisper base
-transcribes the turn in a worker thread behind one process-wide, fair,
-bounded queue; long speech gets partial transcripts.
+rate is resampled to 16 kHz once, here. A pause is transcribed and read
+before it ends the user's turn (see :class:`LocalBrain`; the client's
+``commit_audio`` ends it at once); speech over the agent interrupts it once it
+is recognised as meant words. Whisper base transcribes in a worker thread
+behind one process-wide, fair, bounded queue; long speech gets partial
+transcripts.
 
 Deciding: each final transcript (or typed turn) goes to the room's
 conversation (the agent graph), whose reply text the room speaks.
@@ -245,8 +247,34 @@ class Partial:
 
 @dataclass(frozen=True, slots=True)
 class Final:
-    """A whole spoken turn, to transcribe and answer."""
+    """A pause (or the client's commit) in a spoken turn: transcribe, then decide.
 
+    ``epoch`` is the brain's speech epoch when the pause began: if the user spoke
+    again since, the turn goes on and this transcript is only a partial. ``force``
+    (the client's ``commit_audio``) ends the turn whatever it reads like.
+    """
+
+    audio: Float32Array
+    epoch: int
+    force: bool = False
+    #: Made early in the pause (``_EARLY_MS``): it ends the turn only if it reads as
+    #: complete; otherwise the VAD's own end of speech decides, with this transcript.
+    early: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A held turn's longest pause is over: it ends with the transcript it had."""
+
+    epoch: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Speech over the agent: is it words the user means (a barge-in) or a backchannel?"""
+
+    turn_no: int
     audio: Float32Array
 
 
@@ -257,16 +285,44 @@ class TypedText:
     text: str
 
 
-_Job = Partial | Final | TypedText
+_Job = Partial | Final | Release | Check | TypedText
+
+# Of the longest pause (VAD_MAX_END_SILENCE_MS), what a turn the current step does
+# not understand (yet) waits: it may be half a sentence, or just not understood.
+_UNCLEAR_WAIT_SHARE = 0.5
+# A pause is first transcribed this early: a turn that reads as complete ends
+# there, before VAD_END_SILENCE_MS (what pays back the longer wait at other pauses).
+_EARLY_MS = 250.0
+# Speech over the agent is recognised after _CHECK_FIRST_S of it, then again after
+# every _CHECK_EVERY_S, until it is words or the speech ends.
+_CHECK_EVERY_S = 0.3
+_CHECK_FIRST_S = 0.6  # longer than most backchannels ("ừ", "dạ": 0.3-0.6 s)
 
 
 class LocalBrain:
-    """One room's embedded conversation session."""
+    """One room's embedded conversation session.
+
+    Turn-taking (DESIGN.md section 10): silence is only a pause. The audio so far
+    is transcribed 250 ms into it, and the transcript and the agent graph's
+    current step decide: a turn that reads as complete (a rule of the step takes
+    it, or without a graph a sentence that ends) ends there, before the VAD's
+    ``end_silence_ms``; one that stops on a continuation word or comma waits up to
+    ``max_end_silence_ms`` of silence, one the step does not understand yet half
+    of that. Silence is counted in the audio the client sends, not by the clock: a
+    client that stops sending in a pause ends its turn with ``commit_audio``.
+    Speech that resumes before the turn's reply is decided makes one turn with one
+    final transcript. While the agent speaks, speech interrupts it only once it is
+    recognised as words that are not only a backchannel ("dạ", "vâng"): a cough
+    or a "dạ" is not a turn.
+    """
 
     name = "local"
     #: Every client rate as it is: 16 kHz goes to the VAD untouched, the others
     #: are resampled to 16 kHz once, here (the room resamples none of them).
     input_rates = frozenset(SUPPORTED_INPUT_RATES)
+    #: The brain hears the audio and decides barge-ins itself: the client's
+    #: ``client_vad_speech_start`` is only a hint (the room does not cut on it).
+    confirms_barge_in = True
 
     def __init__(
         self,
@@ -276,6 +332,7 @@ class LocalBrain:
         responder: Responder,
         greet: bool = False,
         end_silence_ms: int = 500,
+        max_end_silence_ms: int = 1500,
         partial_interval_s: float = 1.5,
     ) -> None:
         from ..speech.asr import Utterance
@@ -288,15 +345,34 @@ class LocalBrain:
         # Made for the first audio at a rate other than 16 kHz (none for a 16 kHz
         # client); replaced, tail flushed, when the rate changes.
         self._resampler: Resampler | None = None
-        self._vad = VadStream(speech.vad_model, VadConfig(end_silence_ms=end_silence_ms))
+        config = VadConfig(end_silence_ms=end_silence_ms)
+        self._vad = VadStream(speech.vad_model, config)
+        self._min_speech = int(config.min_speech_ms * _SAMPLE_RATE / 1000)
+        self._max_silence = int(max(max_end_silence_ms, end_silence_ms) * _SAMPLE_RATE / 1000)
+        self._short_silence = int(end_silence_ms * _SAMPLE_RATE / 1000)
         self._utterance = Utterance(
             speech.recognizer, language=options.language, partial_interval_s=partial_interval_s
         )
         self._heard = 0  # 16 kHz samples fed to the VAD so far
         # Recent audio, so the turn starts where the VAD says speech began.
         self._recent: collections.deque[tuple[int, Float32Array]] = collections.deque()
-        self._in_speech = False
+        self._in_speech = False  # the VAD hears speech now
+        self._open = False  # a user turn is open: from its first speech until it is decided
         self._turn_no = 0
+        # Bumped when speech (re)starts and when a turn ends: a transcript of a pause
+        # that is not of the current epoch is stale (the user spoke again).
+        self._epoch = 0
+        self._silence_from = 0  # where the current pause began (16 kHz samples)
+        # A turn waiting after a pause: (epoch, release at sample, its transcript).
+        self._held: tuple[int, int, str] | None = None
+        # The early transcript of a pause, (epoch, text), and the epoch it was asked for.
+        self._early: tuple[int, str] | None = None
+        self._early_epoch = -1
+        # The turn began over the agent's speech and has not (yet) interrupted it.
+        self._over_agent = False
+        self._onset = 0  # where the turn's speech began (16 kHz samples)
+        self._checked_at = 0.0  # seconds of speech at the last barge-in check
+        self._checking = False
         self._jobs_tx, self._jobs_rx = trio.open_memory_channel[_Job](8)
         self._events: BrainEvents | None = None
 
@@ -311,10 +387,13 @@ class LocalBrain:
             match job:
                 case Partial():
                     await self._partial(events, job)
-                case Final(audio=audio):
-                    text = await self._final(events, audio)
-                    if text:
-                        await self._say(events, await self._responder.respond(text))
+                case Final():
+                    await self._final(events, job)
+                case Release(epoch=epoch, text=text):
+                    if epoch == self._epoch and self._open:
+                        await self._end(events, text)
+                case Check():
+                    await self._check(events, job)
                 case TypedText(text=text):
                     await self._say(events, await self._responder.respond(text))
                 case _:
@@ -332,16 +411,123 @@ class LocalBrain:
         if text and job.turn_no == self._turn_no and self._in_speech:
             await events.transcript(text, final=False)
 
-    async def _final(self, events: BrainEvents, audio: Float32Array) -> str:
-        """The turn's transcript, sent to the client; empty for noise or a failure."""
+    async def _final(self, events: BrainEvents, job: Final) -> None:
+        """A pause in the turn (or its commit): transcribe, then end it or wait for more."""
+        text = None
+        early = self._early
+        if not (job.early or job.force) and early is not None and early[0] == job.epoch:
+            text = early[1]  # the early transcript of this pause, done just before: the same
+        if text is None:
+            try:
+                text = await self._speech.transcribe(job.audio, language=self.options.language)
+            except ProviderError as exc:
+                if job.force or (not job.early and job.epoch == self._epoch and self._open):
+                    self._close_turn()
+                    await events.error(exc.code, exc.message)
+                return
+        if job.force:
+            await self._end(events, text)
+            return
+        if job.epoch != self._epoch or not self._open:
+            if text and self._open and not job.early:  # the user went on: what was heard so far
+                await events.transcript(text, final=False)
+            return
+        wait = self._wait_after(text)
+        if job.early:
+            if wait > self._short_silence or not self._in_speech:
+                self._early = (job.epoch, text)  # the VAD's end of speech decides
+                return
+            # Complete: the turn ends now, a little before the VAD would have said so.
+            await self._vad.wait_idle()  # the detector is changed below, not in a worker
+            if job.epoch != self._epoch or not self._in_speech:
+                return  # the user went on meanwhile (or the VAD ended it): as usual
+            self._in_speech = False
+            self._vad.detector.end_speech()
+            await events.speech_stopped()
+            await self._end(events, text)
+            return
+        if wait > self._short_silence:
+            release = self._silence_from + wait
+            if self._heard < release + self._min_speech:
+                self._held = (job.epoch, release, text)
+                if text:
+                    await events.transcript(text, final=False)
+                return
+        await self._end(events, text)
+
+    def _wait_after(self, text: str) -> int:
+        """How much silence (16 kHz samples) ends a turn whose transcript is ``text``."""
+        from ..speech.turns import reading
+
+        if not text:
+            return self._short_silence  # noise, a cough: nothing to wait for
+        read = reading(text)
+        if read == "unfinished":
+            return self._max_silence
+        expected = self._step_expects(text)
+        if expected or (expected is None and read == "complete"):
+            return self._short_silence
+        more = (self._max_silence - self._short_silence) * _UNCLEAR_WAIT_SHARE
+        return self._short_silence + int(more)
+
+    def _step_expects(self, text: str) -> bool | None:
+        """Does a rule of the agent graph's current step take ``text``? None: no graph."""
+        from ..agent.graph import Conversation
+        from ..agent.vietnamese import Utterance as Said
+
+        conversation = self._responder
+        if not isinstance(conversation, Conversation):
+            return None
+        graph = conversation.graph
+        node = conversation.node
+        if node.final:
+            node = graph.nodes[graph.start]  # the next turn starts the conversation again
+        said = Said.of(text)
         try:
-            text = await self._speech.transcribe(audio, language=self.options.language)
-        except ProviderError as exc:
-            await events.error(exc.code, exc.message)
-            return ""
-        if text:  # nothing for noise, a cough
-            await events.transcript(text, final=True)
-        return text
+            return any(rule.when(conversation, said) for rule in (*node.rules, *graph.rules))
+        except Exception:  # a matcher of the graph's own code: the turn still ends
+            log.exception("an agent graph rule failed while reading a pause")
+            return None
+
+    async def _end(self, events: BrainEvents, text: str) -> None:
+        """The turn is over: one final transcript and its reply (or nothing, for noise
+        or a backchannel said over the agent)."""
+        from ..speech.turns import is_backchannel
+
+        over_agent = self._over_agent
+        self._close_turn()
+        if not text:
+            return
+        if over_agent:
+            if is_backchannel(text):
+                return  # "dạ", "vâng" over the agent: it keeps talking, no turn
+            await events.barge_in()
+        await events.transcript(text, final=True)
+        await self._say(events, await self._responder.respond(text))
+
+    def _close_turn(self) -> None:
+        self._open = self._over_agent = False
+        self._held = None
+        self._epoch += 1
+        self._utterance.reset()
+
+    async def _check(self, events: BrainEvents, job: Check) -> None:
+        """Speech over the agent: barge in as soon as it is recognised as meant words."""
+        from ..speech.turns import is_backchannel
+
+        try:
+            if job.turn_no != self._turn_no or not self._over_agent:
+                return
+            try:
+                text = await self._speech.transcribe(job.audio, language=self.options.language)
+            except ProviderError:
+                return  # the turn's final decides
+            if job.turn_no == self._turn_no and self._over_agent and text:
+                if not is_backchannel(text):
+                    self._over_agent = False
+                    await events.barge_in()
+        finally:
+            self._checking = False
 
     async def _say(self, events: BrainEvents, text: str, *, reply: bool = True) -> None:
         if text:
@@ -364,20 +550,67 @@ class LocalBrain:
         ):
             self._recent.popleft()
         result = await self._speech.vad.feed(self._vad, samples)
+        appended = False
         for event in result.events:
             if event.kind == "speech_started":
-                self._in_speech = True
-                self._turn_no += 1
-                self._utterance.reset()
-                self._utterance.append(self._since(event.sample - int(_PREROLL_S * _SAMPLE_RATE)))
-                await events.speech_started()
-                await events.barge_in()
-            else:
-                await self._end_turn(events)
-        if self._in_speech and not any(e.kind == "speech_started" for e in result.events):
+                appended = await self._speech_started(events, event.sample) or appended
+            elif self._in_speech:
+                self._in_speech = False
+                self._silence_from = event.sample
+                await events.speech_stopped()
+                await self._jobs_tx.send(Final(self._utterance.audio().copy(), self._epoch))
+        if self._open and not appended:
             self._utterance.append(samples)
+        held = self._held
+        if held is not None and not self._in_speech and self._heard >= held[1] + self._min_speech:
+            # The VAD had time to confirm any speech that began before the deadline.
+            self._held = None
+            await self._jobs_tx.send(Release(held[0], held[2]))
+        if self._in_speech and self._early_epoch != self._epoch:
+            silent = self._vad.detector.silence_ms
+            if silent >= min(_EARLY_MS, self._short_silence / 2):
+                self._early_epoch = self._epoch
+                # Padded to the silence the VAD's end of speech would have: Whisper
+                # hears the same clip either way (it reads trailing silence too).
+                pad = max(0, self._short_silence - int(silent * _SAMPLE_RATE / 1000))
+                audio = self._utterance.audio()
+                audio = np.concatenate([audio, np.zeros(pad, dtype=np.float32)])
+                self._offer(Final(audio, self._epoch, early=True))
+        if self._in_speech:
+            loud_now = bool(result.probabilities) and result.probabilities[-1] >= 0.5
+            if self._over_agent and loud_now and not self._checking:
+                # Only while the user is audibly speaking: Whisper makes words of a
+                # short sound's trailing silence ("Cái gì?" of an eSpeak "ừ").
+                spoken = (self._heard - self._onset) / _SAMPLE_RATE
+                due = self._checked_at + _CHECK_EVERY_S if self._checked_at else _CHECK_FIRST_S
+                if spoken >= due:
+                    self._checked_at = spoken
+                    check = Check(self._turn_no, self._utterance.audio().copy())
+                    self._checking = self._offer(check)
             if self._utterance.partial_due() and self._utterance.seconds >= 2.0:
                 self._offer(Partial(self._turn_no, self._utterance.take_partial()))
+
+    async def _speech_started(self, events: BrainEvents, sample: int) -> bool:
+        """Speech began; True when it opens a new turn (its audio, this frame's too, is in)."""
+        self._in_speech = True
+        self._epoch += 1
+        self._held = None
+        if self._open:
+            await events.speech_started()  # the user goes on after a pause: the same turn
+            return False
+        self._open = True
+        self._turn_no += 1
+        self._checked_at = 0.0
+        self._onset = sample
+        self._utterance.reset()
+        self._utterance.append(self._since(sample - int(_PREROLL_S * _SAMPLE_RATE)))
+        await events.speech_started()
+        speaking = getattr(events, "agent_speaking", None)
+        if speaking is None:
+            await events.barge_in()  # a room that cannot say: any speech interrupts
+        else:
+            self._over_agent = bool(speaking())
+        return True
 
     def _to_16k(self, pcm: bytes, rate: int) -> Float32Array:
         """The frame as 16 kHz float32: as it is at 16 kHz, else through this rate's resampler.
@@ -409,28 +642,21 @@ class LocalBrain:
             parts.append(chunk[max(0, sample - start) :])
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
-    def _offer(self, job: Partial) -> None:
+    def _offer(self, job: Partial | Check | Final) -> bool:
         try:
             self._jobs_tx.send_nowait(job)
         except trio.WouldBlock:
-            pass  # a partial is skipped when the decider is behind
-
-    async def _end_turn(self, events: BrainEvents) -> None:
-        if not self._in_speech:
-            return
-        self._in_speech = False
-        audio = self._utterance.audio().copy()
-        self._utterance.reset()
-        await events.speech_stopped()
-        await self._jobs_tx.send(Final(audio))
+            return False  # skipped when the decider is behind
+        return True
 
     async def commit_audio(self) -> None:
-        events = self._require_events()
-        if self._in_speech:
-            await self._end_turn(events)
-        elif self._utterance.seconds:
-            await self._jobs_tx.send(Final(self._utterance.audio().copy()))
-            self._utterance.reset()
+        self._require_events()
+        if self._open:
+            # The client says the turn is over: it ends, whatever it reads like.
+            self._in_speech = False
+            self._held = None
+            self._epoch += 1
+            await self._jobs_tx.send(Final(self._utterance.audio().copy(), self._epoch, True))
 
     async def send_text(self, text: str) -> None:
         await self._jobs_tx.send(TypedText(text))

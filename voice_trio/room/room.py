@@ -274,6 +274,11 @@ class Room:
             case p.Interrupt(played_ms=played_ms):
                 await self.interrupt(played_ms)
             case p.ClientVadSpeechStart():
+                # A hint only when the brain hears the audio and confirms barge-ins
+                # itself (the local brain: words, not a cough or a "dạ").
+                brain = self.upstream.brain
+                if getattr(brain, "confirms_barge_in", False):
+                    return
                 if self.turn is not None and self.turn.speaking:
                     await self.interrupt(None)
             case p.SessionConfig():

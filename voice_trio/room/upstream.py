@@ -217,5 +217,17 @@ class RoomEvents:
         if turn is not None and turn.speaking:
             await self._room.interrupt(None)
 
+    def text_heard(self, played_ms: int) -> str:
+        """The words of the current (cut) response the user heard in ``played_ms``."""
+        from .minutes import text_heard
+
+        turn = self._room.turn
+        return "" if turn is None else text_heard("".join(turn.text), played_ms, turn)
+
+    def agent_speaking(self) -> bool:
+        """Whether the user hears the agent now (a brain that confirms barge-ins asks)."""
+        turn = self._room.turn
+        return turn is not None and turn.speaking
+
     async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         await self._room.error(code, message, fatal=fatal)

@@ -297,6 +297,23 @@ class TurnDetector:
         self._silence_start = 0
         self._silence_windows = 0
 
+    @property
+    def silence_ms(self) -> float:
+        """How long the speech has been silent (0 while it is heard, or not speaking)."""
+        return self._silence_windows * WINDOW_MS if self.speaking else 0.0
+
+    @property
+    def silence_start(self) -> int:
+        """Where the current silence inside speech began (16 kHz samples)."""
+        return self._silence_start
+
+    def end_speech(self) -> None:
+        """The turn was ended by its caller (before ``end_silence_ms``): the next speech
+        starts afresh, after ``min_speech_ms`` of it, with its own ``speech_started``."""
+        self.speaking = False
+        self._run_windows = 0
+        self._silence_windows = 0
+
     def observe(self, probability: float) -> VadEvent | None:
         """Account one 32 ms window; return the event it completes, if any."""
         cfg = self.config
@@ -402,6 +419,11 @@ class VadStream:
         return self.pop_result()
 
     async def _wait_idle(self) -> None:
+        await _wait_idle([self])
+
+    async def wait_idle(self) -> None:
+        """Until no inference of this stream is in flight (no checkpoint after it): the
+        detector may then be changed (:meth:`TurnDetector.end_speech`) without a race."""
         await _wait_idle([self])
 
     async def feed(self, audio: Audio, *, limiter: trio.CapacityLimiter | None = None) -> VadResult:
