@@ -105,6 +105,7 @@ def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
                 "response_id": record.response_id,
                 "status": record.status,
                 "ttfa_ms": record.ttfa_ms,
+                "stages_ms": None if record.stages is None else msgspec.to_builtins(record.stages),
                 "duration_ms": _ms(record.ended_at - record.started_at),
                 "audio_ms": record.audio_ms,
                 "heard_ms": record.heard_ms,

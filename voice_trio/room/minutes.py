@@ -19,14 +19,16 @@ from ..record import (
     Recorder,
     RoomClosed,
     RoomOpened,
+    TurnStages,
     Usage,
     UserTurn,
 )
 
 if TYPE_CHECKING:
+    from ..metrics import ServerMetrics
     from .turn import RoomTurn
 
-__all__ = ["Minutes"]
+__all__ = ["Minutes", "turn_stages"]
 
 #: The close code recorded when the client closed the room (RFC 6455: no status here).
 CLOSED_BY_CLIENT = 1005
@@ -37,7 +39,7 @@ class Minutes:
 
     __slots__ = (
         "session_id", "recorder", "opened_at", "audio_in_s", "user_turns", "responses",
-        "interrupts", "_settings", "_speech_started_at",
+        "interrupts", "heard_at", "_settings", "_speech_started_at",
     )  # fmt: skip
 
     def __init__(self, session_id: str, settings: Settings, recorder: Recorder) -> None:
@@ -49,6 +51,8 @@ class Minutes:
         self.user_turns = self.responses = self.interrupts = 0
         self._settings = settings
         self._speech_started_at: float | None = None
+        #: When the last final transcript came (the clock): a reply's ASR stage ends there.
+        self.heard_at: float | None = None
 
     def opened(self) -> None:
         settings = self._settings
@@ -96,6 +100,8 @@ class Minutes:
         self.user_turns += 1
         started, self._speech_started_at = self._speech_started_at, None
         now, wall = trio.current_time(), time.time()
+        if source == "voice":
+            self.heard_at = now
         self.recorder.user_turn(
             UserTurn(
                 session_id=self.session_id,
@@ -125,6 +131,7 @@ class Minutes:
                 audio_ms=sent_ms,
                 heard_ms=heard,
                 ttfa_ms=turn.ttfa_ms,
+                stages=turn.stages,
             )
         )
 
@@ -132,6 +139,37 @@ class Minutes:
         self.recorder.error(
             ErrorRecord(session_id=self.session_id, code=code, at=time.time(), fatal=fatal)
         )
+
+
+def turn_stages(turn: RoomTurn, first_audio: float, metrics: ServerMetrics) -> TurnStages | None:
+    """A reply's stages as its first audio leaves (``first_audio``), observed in ``metrics``.
+
+    The marks are the end of the user's turn (``reply_to``), the final transcript
+    (``heard_at``) and the first text (``first_text_at``), all by the clock. A
+    mark that is missing or out of order (a transcript of an earlier turn, one
+    that came after the reply began, text after the audio) leaves its stages
+    unknown; the known ones of the chain then still sum to the total.
+    """
+    end = turn.reply_to
+    if end is None:
+        return None
+    heard, text = turn.heard_at, turn.first_text_at
+    if heard is not None and not end <= heard <= (text if text is not None else first_audio):
+        heard = None
+    if text is not None and not end <= text <= first_audio:
+        text = None
+    seconds = {
+        "asr": None if heard is None else heard - end,
+        "brain": None if text is None else text - (end if heard is None else heard),
+        "tts": None if text is None else first_audio - text,
+        "total": first_audio - end,
+    }
+    for stage, value in seconds.items():
+        if value is not None:
+            metrics.turn_stages[stage].observe(value)
+    return TurnStages(
+        **{stage: None if v is None else round(v * 1000, 1) for stage, v in seconds.items()}
+    )
 
 
 def text_heard(text: str, heard_ms: int, turn: RoomTurn) -> str:
