@@ -42,6 +42,10 @@ log = logging.getLogger("voice_trio.analytics")
 
 #: Events per send at most.
 SEND_BATCH: Final = 500
+#: Events that come this soon after the first wait for it: one send (a Redis pipeline,
+#: a thread hop for Kafka) for all of them. One send per event cost ~7 % of a core
+#: at 250 standard rooms (~350 events a second; bench/README.md).
+GATHER_S: Final = 0.2
 #: After a failed send, the stream waits this long (events meanwhile: queued, then dropped).
 BACKOFF_S: Final = 1.0
 
@@ -198,9 +202,13 @@ class EventStream:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.sink.run)
             task_status.started()
+            full = False
             while True:
                 await self.backlog.wait()
+                if not full:  # a full batch left more behind it: send on at once
+                    await trio.sleep(GATHER_S)
                 batch = [item for item, _ in self.backlog.take(SEND_BATCH)]
+                full = len(batch) == SEND_BATCH
                 lost = await self.sink.send(batch)
                 self.sent += len(batch) - lost
                 if lost:
