@@ -43,8 +43,9 @@ log = logging.getLogger("voice_trio.analytics")
 #: Events per send at most.
 SEND_BATCH: Final = 500
 #: Events that come this soon after the first wait for it: one send (a Redis pipeline,
-#: a thread hop for Kafka) for all of them. One send per event cost ~7 % of a core
-#: at 250 standard rooms (~350 events a second; bench/README.md).
+#: a thread hop for Kafka) for all of them. With one send per event the sinks' code
+#: was 19 % of the server's samples at 250 standard rooms (~350 events a second),
+#: with this 10 % (bench/README.md, "Out of band").
 GATHER_S: Final = 0.2
 #: After a failed send, the stream waits this long (events meanwhile: queued, then dropped).
 BACKOFF_S: Final = 1.0
