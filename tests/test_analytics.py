@@ -40,6 +40,7 @@ FIELDS = {
         "response_id",
         "status",
         "ttfa_ms",
+        "stages_ms",
         "duration_ms",
         "audio_ms",
         "heard_ms",

@@ -20,6 +20,7 @@ import trio
 from .ratelog import RateLimitedLog
 
 __all__ = [
+    "TURN_STAGES",
     "Histogram",
     "LoopLagMonitor",
     "ServerMetrics",
@@ -27,6 +28,11 @@ __all__ = [
     "open_fds",
     "resident_memory_bytes",
 ]
+
+#: The stages of a reply, in order (voice_trio_turn_stage_seconds{stage}): end of the
+#: user's speech to its final transcript, that to the reply's first text, that to its
+#: first audio sent, and the whole of it (end of the user's turn to first audio).
+TURN_STAGES = ("asr", "brain", "tts", "total")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -81,15 +87,18 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def render(self, name: str) -> list[str]:
+    def render(self, name: str, labels: str = "") -> list[str]:
+        """Its samples; ``labels`` (e.g. ``stage="asr"``) go on each of them."""
         lines = []
         running = 0
+        sep = labels + "," if labels else ""
+        tail = "{" + labels + "}" if labels else ""
         for bound, n in zip(self.bounds, self.counts, strict=False):
             running += n
-            lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{name}_sum {self.sum:.6f}")
-        lines.append(f"{name}_count {self.count}")
+            lines.append(f'{name}_bucket{{{sep}le="{bound:g}"}} {running}')
+        lines.append(f'{name}_bucket{{{sep}le="+Inf"}} {self.count}')
+        lines.append(f"{name}_sum{tail} {self.sum:.6f}")
+        lines.append(f"{name}_count{tail} {self.count}")
         return lines
 
 
@@ -132,6 +141,11 @@ class ServerMetrics:
         self.time_to_first_audio = Histogram(
             (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
         )
+        #: Each reply's stages (TURN_STAGES), those its brain's events give.
+        self.turn_stages = {
+            stage: Histogram((0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
+            for stage in TURN_STAGES
+        }
         #: Client messages answered with an ``error`` event, by error code.
         self.input_errors: collections.Counter[str] = collections.Counter()
         #: Where rooms note bad client input: INFO, a few lines per code per minute.
@@ -213,6 +227,14 @@ class ServerMetrics:
             " assistant audio byte sent.",
             "# TYPE voice_trio_time_to_first_audio_seconds histogram",
             *self.time_to_first_audio.render("voice_trio_time_to_first_audio_seconds"),
+            "# HELP voice_trio_turn_stage_seconds A reply's time by stage: asr (end of speech to"
+            " final transcript), brain (to first text), tts (to first audio), total.",
+            "# TYPE voice_trio_turn_stage_seconds histogram",
+            *(
+                line
+                for stage, histogram in self.turn_stages.items()
+                for line in histogram.render("voice_trio_turn_stage_seconds", f'stage="{stage}"')
+            ),
             "# HELP voice_trio_input_errors_total Client messages answered with an error event.",
             "# TYPE voice_trio_input_errors_total counter",
             *(

@@ -25,6 +25,7 @@ __all__ = [
     "Recorder",
     "RoomClosed",
     "RoomOpened",
+    "TurnStages",
     "Usage",
     "UserTurn",
 ]
@@ -51,6 +52,24 @@ class UserTurn(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: float
 
 
+class TurnStages(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a reply's time to first audio went (ms), each stage None when not known.
+
+    ``asr``: the end of the user's speech to its final transcript; ``brain``: that
+    (or the end of a typed turn) to the reply's first text; ``tts``: that to its
+    first audio sent; ``total``: the end of the user's turn to first audio. A
+    stage is known when both its ends happened, in that order, before the first
+    audio (with Azure the transcript usually comes after the reply has started,
+    and its audio may come before its text); the known stages of the chain sum to
+    ``total``.
+    """
+
+    asr: float | None = None
+    brain: float | None = None
+    tts: float | None = None
+    total: float | None = None
+
+
 class AssistantTurn(msgspec.Struct, frozen=True, kw_only=True):
     """An assistant response as the user heard it."""
 
@@ -68,6 +87,8 @@ class AssistantTurn(msgspec.Struct, frozen=True, kw_only=True):
     heard_ms: int
     #: Time to first audio from the end of the user's turn (None: not a reply, or no audio).
     ttfa_ms: float | None = None
+    #: The stages of that time (None: not a reply, or no audio).
+    stages: TurnStages | None = None
 
 
 class ErrorRecord(msgspec.Struct, frozen=True, kw_only=True):

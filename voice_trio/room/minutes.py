@@ -19,16 +19,18 @@ from ..record import (
     Recorder,
     RoomClosed,
     RoomOpened,
+    TurnStages,
     Usage,
     UserTurn,
 )
 
 if TYPE_CHECKING:
+    from ..metrics import ServerMetrics
     from ..resume import SessionKeeper
     from ..session import Session
     from .turn import RoomTurn
 
-__all__ = ["Minutes"]
+__all__ = ["Minutes", "turn_stages"]
 
 #: The close code recorded when the client closed the room (RFC 6455: no status here).
 CLOSED_BY_CLIENT = 1005
@@ -39,7 +41,7 @@ class Minutes:
 
     __slots__ = (
         "session", "recorder", "keeper", "opened_at", "audio_in_s", "user_turns", "responses",
-        "interrupts", "_settings", "_speech_started_at",
+        "interrupts", "heard_at", "_settings", "_speech_started_at",
     )  # fmt: skip
 
     def __init__(
@@ -59,6 +61,8 @@ class Minutes:
         self.user_turns = self.responses = self.interrupts = 0
         self._settings = settings
         self._speech_started_at: float | None = None
+        #: When the last final transcript came (the clock): a reply's ASR stage ends there.
+        self.heard_at: float | None = None
 
     @property
     def session_id(self) -> str:
@@ -117,6 +121,8 @@ class Minutes:
         self._heard("user", text)
         started, self._speech_started_at = self._speech_started_at, None
         now, wall = trio.current_time(), time.time()
+        if source == "voice":
+            self.heard_at = now
         self.recorder.user_turn(
             UserTurn(
                 session_id=self.session_id,
@@ -148,6 +154,7 @@ class Minutes:
                 audio_ms=sent_ms,
                 heard_ms=heard,
                 ttfa_ms=turn.ttfa_ms,
+                stages=turn.stages,
             )
         )
 
@@ -155,6 +162,37 @@ class Minutes:
         self.recorder.error(
             ErrorRecord(session_id=self.session_id, code=code, at=time.time(), fatal=fatal)
         )
+
+
+def turn_stages(turn: RoomTurn, first_audio: float, metrics: ServerMetrics) -> TurnStages | None:
+    """A reply's stages as its first audio leaves (``first_audio``), observed in ``metrics``.
+
+    The marks are the end of the user's turn (``reply_to``), the final transcript
+    (``heard_at``) and the first text (``first_text_at``), all by the clock. A
+    mark that is missing or out of order (a transcript of an earlier turn, one
+    that came after the reply began, text after the audio) leaves its stages
+    unknown; the known ones of the chain then still sum to the total.
+    """
+    end = turn.reply_to
+    if end is None:
+        return None
+    heard, text = turn.heard_at, turn.first_text_at
+    if heard is not None and not end <= heard <= (text if text is not None else first_audio):
+        heard = None
+    if text is not None and not end <= text <= first_audio:
+        text = None
+    seconds = {
+        "asr": None if heard is None else heard - end,
+        "brain": None if text is None else text - (end if heard is None else heard),
+        "tts": None if text is None else first_audio - text,
+        "total": first_audio - end,
+    }
+    for stage, value in seconds.items():
+        if value is not None:
+            metrics.turn_stages[stage].observe(value)
+    return TurnStages(
+        **{stage: None if v is None else round(v * 1000, 1) for stage, v in seconds.items()}
+    )
 
 
 def text_heard(text: str, heard_ms: int, turn: RoomTurn) -> str:

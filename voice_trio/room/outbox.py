@@ -23,6 +23,7 @@ import trio
 from .. import protocol as p
 from ..config import Settings
 from ..transport import Transport
+from .minutes import turn_stages
 
 if TYPE_CHECKING:
     from ..metrics import ServerMetrics
@@ -228,6 +229,7 @@ class Outbox:
             ttfa = now - turn.reply_to
             turn.ttfa_ms = self.last_ttfa_ms = round(ttfa * 1000, 1)
             self._metrics.time_to_first_audio.observe(ttfa)
+            turn.stages = turn_stages(turn, now, self._metrics)
         turn.sent_bytes += size
         self.audio_out_bytes += size
         self.playback_until = turn.first_sent_at + turn.sent_ms / 1000

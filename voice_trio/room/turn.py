@@ -20,6 +20,7 @@ from .. import protocol as p
 from ..audio import Chunker
 from ..config import OUTPUT_SAMPLE_RATE
 from ..providers.base import Voice
+from ..record import TurnStages
 
 if TYPE_CHECKING:
     from .room import Room
@@ -59,6 +60,9 @@ class RoomTurn:
         "started_at",
         "first_sent_at",
         "ttfa_ms",
+        "heard_at",
+        "first_text_at",
+        "stages",
         "voice_done",
         "_voice_tx",
         "_held_since",
@@ -83,6 +87,10 @@ class RoomTurn:
         #: first audio was sent, or when the audio of responses before it ends.
         self.first_sent_at: float | None = None
         self.ttfa_ms: float | None = None
+        #: Its stages' marks (minutes.turn_stages): the last final transcript, its first text.
+        self.heard_at = room.minutes.heard_at
+        self.first_text_at: float | None = None
+        self.stages: TurnStages | None = None
         #: Set once the voice has finished with this turn (None: no voice yet).
         self.voice_done: trio.Event | None = None
         self._voice_tx: trio.MemorySendChannel[str] | None = None
@@ -127,6 +135,8 @@ class RoomTurn:
     async def text_delta(self, delta: str) -> None:
         if self.state is not TurnState.OPEN or not delta:
             return
+        if not self.text:
+            self.first_text_at = trio.current_time()
         self.text.append(delta)
         room = self.room
         room.touch()
