@@ -12,13 +12,16 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 import trio
 
+from voice_trio.agent.vietnamese import yes_or_no
 from voice_trio.speech.asr import (
     DecodeOptions,
     ModelAssemblyError,
     Recognizer,
     Utterance,
     assemble_whisper_base,
+    hint_prompt,
 )
+from voice_trio.speech.tts import EspeakTts
 
 from .support import SENTENCES, check_heard, with_silence
 
@@ -171,3 +174,36 @@ def test_utterance_buffer_is_bounded(recognizer: Recognizer) -> None:
     stats = turn.statistics()
     assert stats.buffered_seconds == 1.0
     assert stats.dropped_seconds == pytest.approx(1.0 + 100 / 16_000)
+
+
+def test_hint_prompt_joins_bounded_phrases() -> None:
+    assert hint_prompt([]) is None
+    assert hint_prompt(["  ", ","]) is None
+    assert hint_prompt(["thứ Hai", " ngày  mai ", "có."]) == "thứ Hai, ngày mai, có."
+    long = hint_prompt([f"phrase number {i}" for i in range(100)], max_chars=60)
+    assert long == "phrase number 0, phrase number 1, phrase number 2."
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("window_pad_s", [5.0, None])
+async def test_a_prompt_of_hints_turns_a_short_answer_into_its_words(
+    recognizer: Recognizer, window_pad_s: float | None
+) -> None:
+    # Measured (bench/recognition_hints.py): without hints, eSpeak's "Vâng, đúng rồi"
+    # comes out as noise ("Vân, cúng sôi."); with the question's expected answers as
+    # the prompt, as the words said. Both decoding paths take the prompt, per call.
+    pcm = await EspeakTts().synthesize("Vâng, đúng rồi")
+    audio = with_silence(pcm, 0.3, 0.4)
+    full = recognizer.options
+    recognizer.options = DecodeOptions(window_pad_s=window_pad_s)
+    try:
+        prompt = hint_prompt(["vâng, đúng rồi", "có", "không", "không phải", "sai rồi"])
+        plain = await recognizer.transcribe(audio)
+        hinted = await recognizer.transcribe(audio, prompt=prompt)
+        again = await recognizer.transcribe(audio)
+    finally:
+        recognizer.options = full
+    assert yes_or_no(hinted) is True, hinted
+    assert "đúng rồi" in hinted.lower(), hinted
+    assert "đúng rồi" not in plain.lower(), plain
+    assert again == plain  # the prompt was for that call only

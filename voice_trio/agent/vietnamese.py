@@ -43,6 +43,7 @@ __all__ = [
     "parse_day",
     "parse_number",
     "parse_time",
+    "say_number",
     "strip_tones",
     "yes_or_no",
 ]
@@ -371,6 +372,35 @@ def code_span(text: str | Utterance, digits: int = 6) -> tuple[str, tuple[int, i
             return "".join(d for d, _ in run), (start, end)
         i = j
     return None
+
+
+_SAY_UNITS = ("không", "một", "hai", "ba", "bốn", "năm", "sáu", "bảy", "tám", "chín")
+
+
+def say_number(n: int) -> str:
+    """0..999 in words, as people say them: 21 "hai mươi mốt", 15 "mười lăm",
+    24 "hai mươi tư", 105 "một trăm linh năm"."""
+    if not 0 <= n <= 999:
+        raise ValueError(f"say_number takes 0..999, not {n}")
+    if n >= 100:
+        hundreds, rest = divmod(n, 100)
+        head = f"{_SAY_UNITS[hundreds]} trăm"
+        if not rest:
+            return head
+        return f"{head} linh {_SAY_UNITS[rest]}" if rest < 10 else f"{head} {say_number(rest)}"
+    tens, unit = divmod(n, 10)
+    if tens == 0:
+        return _SAY_UNITS[unit]
+    head = "mười" if tens == 1 else f"{_SAY_UNITS[tens]} mươi"
+    if unit == 0:
+        return head
+    if unit == 5:
+        return f"{head} lăm"
+    if unit == 1 and tens > 1:
+        return f"{head} mốt"
+    if unit == 4 and tens > 1:
+        return f"{head} tư"
+    return f"{head} {_SAY_UNITS[unit]}"
 
 
 def format_code(code: str) -> str:
@@ -837,13 +867,15 @@ def format_date(date: dt.date, today: dt.date | None = None) -> str:
     return f"{relative}, {text}" if relative else text
 
 
-def format_time(time: dt.time) -> str:
+def format_time(time: dt.time, *, words: bool = False) -> str:
     """``"10 giờ rưỡi sáng"``, ``"3 giờ chiều"``, ``"12 giờ trưa"``, ``"7 giờ 15 tối"``.
 
     As people say a time: the hour on a twelve-hour clock with the part of the day,
     half past as "rưỡi". Numerals stay numerals: the text is also shown, and eSpeak NG
-    reads "21" as "hai mươi mốt" by itself.
+    reads "21" as "hai mươi mốt" by itself. ``words=True`` spells the numbers out
+    (``"mười giờ rưỡi sáng"``), as a recogniser writes what it hears.
     """
+    say = say_number if words else str
     hour = time.hour
     if hour == 0:
         period = "đêm"
@@ -863,7 +895,7 @@ def format_time(time: dt.time) -> str:
     elif time.minute == 30:
         minutes = " rưỡi"
     elif time.minute < 10:
-        minutes = f" {time.minute} phút"
+        minutes = f" {say(time.minute)} phút"
     else:
-        minutes = f" {time.minute}"
-    return f"{shown} giờ{minutes} {period}"
+        minutes = f" {say(time.minute)}"
+    return f"{say(shown)} giờ{minutes} {period}"

@@ -8,10 +8,12 @@ through the ``book_appointment`` tool, so the local brain books as Azure's model
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from ..agent.graph import Conversation, Say
 from ..agent.vietnamese import (
+    WEEKDAYS,
     Utterance,
     extract_name,
     format_code,
@@ -21,7 +23,19 @@ from ..agent.vietnamese import (
     parse_time,
 )
 from .clinic import Clinic
-from .wording import ANYTHING_ELSE, ASK_DAY, ASK_NAME, CHANGE, QUESTION, STOP, core
+from .wording import (
+    ANYTHING_ELSE,
+    ASK_DAY,
+    ASK_NAME,
+    CHANGE,
+    FAMILY_NAMES,
+    NAME_INTRO,
+    QUESTION,
+    RELATIVE_DAYS,
+    STOP,
+    YES_NO_HINTS,
+    core,
+)
 
 __all__ = ["BookingFlow"]
 
@@ -95,6 +109,44 @@ class BookingFlow:
             "Xin lỗi, quý khách vui lòng nói đúng rồi để xác nhận, hoặc không để sửa lại ạ.",
             understood=False,
         )
+
+    # ---------------------------------------------------------------- recognition hints
+
+    def hints(self, conversation: Conversation) -> list[str]:
+        """What the answer to the current question may be: the ``booking`` node's hints."""
+        slot = self.missing(conversation)
+        if slot == "name":
+            return self.name_hints(conversation)
+        if slot == "day":
+            return self.day_hints()
+        if slot == "time":
+            return self.time_hints()
+        return self.confirm_hints(conversation)
+
+    def name_hints(self, conversation: Conversation) -> list[str]:
+        """How a name is given, the names already said in this call, the common family names."""
+        known = [
+            name
+            for key in ("offer_name", "whose", "heard_name")
+            if isinstance(name := conversation.slots.get(key), str)
+        ]
+        return [NAME_INTRO, *known, *FAMILY_NAMES]
+
+    def day_hints(self) -> list[str]:
+        """The weekdays the clinic is open, and "ngày mai", "ngày kia", "tuần sau"."""
+        closed = self.clinic.closed_weekdays
+        return [WEEKDAYS[d] for d in range(7) if d not in closed] + list(RELATIVE_DAYS)
+
+    def time_hints(self) -> list[str]:
+        """Every whole hour the clinic takes, as said ("tám giờ sáng"), and a half past."""
+        hours = range(self.clinic.opens.hour, self.clinic.closes.hour + 1)
+        spoken = [format_time(dt.time(h), words=True) for h in hours]
+        half = dt.time(self.clinic.opens.hour + 1, 30)
+        return [*spoken, format_time(half, words=True)]
+
+    def confirm_hints(self, conversation: Conversation) -> list[str]:
+        """Yes or no to the read-back (``booking_confirm``)."""
+        return list(YES_NO_HINTS)
 
     # ---------------------------------------------------------------- slots
 

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ..agent.graph import Conversation, Graph, Node, Rule, Say, phrases
-from ..agent.vietnamese import Utterance, code_span, format_date, format_time
+from ..agent.vietnamese import Utterance, code_span, format_date, format_time, say_number
 from .booking import BookingFlow
 from .clinic import Clinic, Clock, vietnam_now
 from .lookup import LookupFlow
@@ -47,14 +47,20 @@ from .wording import (
     HELP,
     LOOKUP,
     LOOKUP_WEAK,
+    MAIN_HINTS,
+    NAME_INTRO,
     STOP_LOOKUP,
     THANKS,
+    YES_NO_HINTS,
     core,
     no,
     yes,
 )
 
 __all__ = ["Receptionist", "build_receptionist"]
+
+#: A booking code is read digit by digit: "bốn tám hai chín một ba".
+DIGIT_WORDS = tuple(say_number(d) for d in range(10))
 
 
 class Receptionist:
@@ -215,6 +221,7 @@ class Receptionist:
                 Rule("no_more", self.nothing_more, self.no_more),
                 Rule("yes", lambda c, u: len(u) <= 3 and yes(c, u), self.yes_what),
             ],
+            hints=MAIN_HINTS,
         )  # fmt: skip
         booking = Node(
             name="booking",
@@ -226,6 +233,7 @@ class Receptionist:
             ],
             prompt=self.booking.ask,
             fallback=self.booking.fallback,
+            hints=self.booking.hints,
         )
         booking_confirm = Node(
             name="booking_confirm",
@@ -240,6 +248,7 @@ class Receptionist:
             transitions={"book_appointment": "main"},
             prompt=self.booking.confirm_question,
             fallback=self.booking.confirm_fallback,
+            hints=self.booking.confirm_hints,
         )
         identify = Node(
             name="identify",
@@ -257,6 +266,7 @@ class Receptionist:
             ],
             prompt=self.lookups.ask_credentials,
             fallback=self.lookups.identify_fallback,
+            hints=("mã lịch hẹn", *DIGIT_WORDS, NAME_INTRO),
         )
         cancel_confirm = Node(
             name="cancel_confirm",
@@ -268,6 +278,7 @@ class Receptionist:
             transitions={"cancel_appointment": "main"},
             prompt=self.lookups.cancel_question,
             fallback=self.lookups.cancel_fallback,
+            hints=YES_NO_HINTS,
         )
         goodbye = Node(name="goodbye", instructions="Chào tạm biệt quý khách.", final=True)
         return Graph(

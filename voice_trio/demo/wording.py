@@ -74,6 +74,22 @@ FORGOT_CODE = ("không nhớ", "quên", "không có mã", "không biết mã", "
 # A turn that asks ("mấy giờ rồi?") fills no slot, even if it names a day.
 QUESTION = ("mấy", "bao nhiêu")
 
+# ------------------------------------------------------------------ recognition hints
+# What each step expects to hear, handed to the recogniser (Node.hints): the phrases the
+# step's rules listen for, in the words a caller says them. Short lists on purpose: a
+# recogniser also writes a hint's words where they were not said.
+
+#: The requests of the main menu (the first phrase of each rule's list, then greetings).
+MAIN_HINTS = ("đặt lịch hẹn", "xem lại lịch hẹn", "hủy lịch hẹn", "bây giờ là mấy giờ",
+              "xin chào", "tạm biệt")  # fmt: skip
+#: A yes or a no to a read-back.
+YES_NO_HINTS = ("vâng, đúng rồi", "có", "không", "không phải", "sai rồi")
+#: How a caller gives a name; the family names most Vietnamese names start with.
+NAME_INTRO = "tôi tên là"
+FAMILY_NAMES = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ")
+#: Days, besides the weekdays the clinic is open.
+RELATIVE_DAYS = ("ngày mai", "ngày kia", "tuần sau")
+
 # ------------------------------------------------------------------ matchers
 
 

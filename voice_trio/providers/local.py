@@ -156,8 +156,13 @@ class LocalSpeech:
                 f"{max(1, round(exc.retry_in_s))} s",
             ) from None
 
-    async def transcribe(self, audio: np.ndarray[Any, Any], *, language: str) -> str:
+    async def transcribe(
+        self, audio: np.ndarray[Any, Any], *, language: str, prompt: str | None = None
+    ) -> str:
         """Recognise a turn: rooms wait their turn fairly (FIFO), boundedly.
+
+        ``prompt``: the recognition hints of the conversation's current question
+        (:func:`~voice_trio.speech.asr.hint_prompt`), for this turn only.
 
         Raises :class:`ProviderError` when too many rooms wait already, when this
         one waited longer than ``asr_max_wait_s``, or when the model failed
@@ -184,7 +189,7 @@ class LocalSpeech:
             raise
         try:
             text = await trio.to_thread.run_sync(
-                lambda: self.recognizer.transcribe_sync(audio, language=language)
+                lambda: self.recognizer.transcribe_sync(audio, language=language, prompt=prompt)
             )
         except RecognizerError as exc:
             log.warning("speech recognition failed: %s", exc, exc_info=exc.__cause__)
@@ -335,13 +340,22 @@ class LocalBrain:
     async def _final(self, events: BrainEvents, audio: Float32Array) -> str:
         """The turn's transcript, sent to the client; empty for noise or a failure."""
         try:
-            text = await self._speech.transcribe(audio, language=self.options.language)
+            text = await self._speech.transcribe(
+                audio, language=self.options.language, prompt=self._hint_prompt()
+            )
         except ProviderError as exc:
             await events.error(exc.code, exc.message)
             return ""
         if text:  # nothing for noise, a cough
             await events.transcript(text, final=True)
         return text
+
+    def _hint_prompt(self) -> str | None:
+        """What the conversation expects next, for Whisper (a responder may offer ``hints()``)."""
+        from ..speech.asr import hint_prompt
+
+        hints = getattr(self._responder, "hints", None)
+        return hint_prompt(hints()) if callable(hints) else None
 
     async def _say(self, events: BrainEvents, text: str, *, reply: bool = True) -> None:
         if text:

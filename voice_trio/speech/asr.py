@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ __all__ = [
     "UtteranceStatistics",
     "assemble_whisper_base",
     "default_model_dir",
+    "hint_prompt",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,32 @@ def _window_frames(n_samples: int, pad_s: float | None) -> int | None:
     return frames + frames % 2
 
 
+#: A hint prompt's bound. Whisper keeps at most 223 tokens of prompt; Vietnamese costs
+#: about one token per two characters, and a short prompt pulls in fewer of its words.
+HINT_PROMPT_MAX_CHARS = 240
+
+
+def hint_prompt(hints: Iterable[str], *, max_chars: int = HINT_PROMPT_MAX_CHARS) -> str | None:
+    """Recognition hints as Whisper's prompt: ``"thứ Hai, thứ Ba, ngày mai."``.
+
+    The phrases in order, as many as fit in ``max_chars``; None without any. Given
+    as ``initial_prompt`` rather than ``hotwords``: in faster-whisper 1.2 both become
+    the same tokens after ``<|startofprev|>``, and the prompt also reaches the short
+    window path here.
+    """
+    parts: list[str] = []
+    size = 0
+    for hint in hints:
+        hint = " ".join(hint.split()).strip(" ,.")
+        if not hint:
+            continue
+        if size + len(hint) + 2 > max_chars:
+            break
+        parts.append(hint)
+        size += len(hint) + 2
+    return ", ".join(parts) + "." if parts else None
+
+
 @dataclass(frozen=True, slots=True)
 class RecognizerStatistics:
     """Totals of one :class:`Recognizer`."""
@@ -264,10 +292,14 @@ class Recognizer:
             lambda: cls(model_dir, cpu_threads=cpu_threads, workers=workers, options=options)
         )
 
-    def transcribe_sync(self, audio: Audio, *, language: str = "vi") -> str:
+    def transcribe_sync(
+        self, audio: Audio, *, language: str = "vi", prompt: str | None = None
+    ) -> str:
         """Blocking transcription of mono 16 kHz audio (PCM16 bytes, int16 or float32).
 
-        Raises :class:`RecognizerError` when the model itself fails.
+        ``prompt`` (this call's recognition hints, see :func:`hint_prompt`) replaces
+        the options' ``initial_prompt`` for this call. Raises :class:`RecognizerError`
+        when the model itself fails.
         """
         samples = pcm16_to_float32(audio)
         seconds = len(samples) / SAMPLE_RATE
@@ -277,7 +309,9 @@ class Recognizer:
         try:
             if len(samples) < SAMPLE_RATE // 10:  # < 100 ms: nothing Whisper can read
                 return ""
-            return self._run_model(samples, language)
+            if prompt is None:
+                prompt = self.options.initial_prompt
+            return self._run_model(samples, language, prompt or None)
         except Exception as exc:
             # Mapped at the boundary, not swallowed: the caller decides what the room hears.
             with self._lock:
@@ -291,12 +325,14 @@ class Recognizer:
                 self._audio += seconds
                 self._compute += elapsed
 
-    def _run_model(self, samples: npt.NDArray[np.float32], language: str) -> str:
+    def _run_model(
+        self, samples: npt.NDArray[np.float32], language: str, prompt: str | None
+    ) -> str:
         """One model call: a short window, or faster-whisper's own 30 s path."""
         opts = self.options
         window_frames = _window_frames(len(samples), opts.window_pad_s)
         if window_frames is not None:
-            return self._transcribe_window(samples, language, window_frames)
+            return self._transcribe_window(samples, language, window_frames, prompt)
         segments, _info = self.model.transcribe(
             samples,
             language=language,
@@ -305,22 +341,23 @@ class Recognizer:
             no_repeat_ngram_size=opts.no_repeat_ngram_size,
             condition_on_previous_text=opts.condition_on_previous_text,
             without_timestamps=opts.without_timestamps,
-            initial_prompt=opts.initial_prompt,
+            initial_prompt=prompt,
             vad_filter=False,
         )
         return " ".join(text for segment in segments if (text := segment.text.strip()))
 
     def _transcribe_window(
-        self, samples: npt.NDArray[np.float32], language: str, frames: int
+        self, samples: npt.NDArray[np.float32], language: str, frames: int, prompt: str | None
     ) -> str:
         """One greedy/beam pass over a window just long enough for the audio."""
         model = self.model
         features = pad_or_trim(model.feature_extractor(samples), frames)
         tokenizer = self._tokenizer(language)
         opts = self.options
-        previous = (
-            tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-        )
+        # faster-whisper's own path puts an initial_prompt (and hotwords, which are
+        # the same tokens in the same place) after <|startofprev|>, bounded to half
+        # the decoder's context: the same here.
+        previous = tokenizer.encode(" " + prompt.strip()) if prompt else []
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
         result = model.model.generate(
             model.encode(features),
@@ -346,12 +383,18 @@ class Recognizer:
         return tokenizer
 
     async def transcribe(
-        self, audio: Audio, *, language: str = "vi", limiter: trio.CapacityLimiter | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str = "vi",
+        prompt: str | None = None,
+        limiter: trio.CapacityLimiter | None = None,
     ) -> str:
         """Transcribe mono 16 kHz audio in a worker thread; ``limiter`` defaults to the
         recognizer's own. Cancelling waits for the running call (~1 s at most)."""
         return await trio.to_thread.run_sync(
-            lambda: self.transcribe_sync(audio, language=language), limiter=limiter or self.limiter
+            lambda: self.transcribe_sync(audio, language=language, prompt=prompt),
+            limiter=limiter or self.limiter,
         )
 
     def statistics(self) -> RecognizerStatistics:
