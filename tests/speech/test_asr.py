@@ -19,6 +19,7 @@ from voice_trio.speech.asr import (
     Recognizer,
     Utterance,
     assemble_whisper_base,
+    echoes_prompt,
     hint_prompt,
 )
 from voice_trio.speech.tts import EspeakTts
@@ -207,3 +208,13 @@ async def test_a_prompt_of_hints_turns_a_short_answer_into_its_words(
     assert "đúng rồi" in hinted.lower(), hinted
     assert "đúng rồi" not in plain.lower(), plain
     assert again == plain  # the prompt was for that call only
+
+
+def test_a_transcript_that_writes_out_its_prompt_is_told_apart() -> None:
+    prompt = "tôi tên là, Nguyễn, Trần, Lê, Phạm."
+    # Heard (Whisper base, eSpeak "Tôi tên là Lan") with a list of names as its prompt.
+    assert echoes_prompt("Tôi tên là, Nguyễn, Trần, Lê, Phạm, Hoàng, Vũ, Đỗ, Đóng,", prompt)
+    assert not echoes_prompt("Tôi tên là Lan.", prompt)
+    assert not echoes_prompt("Tôi tên là, Nguyễn Văn An.", prompt)
+    days = "thứ Hai, thứ Ba, thứ Tư, ngày mai."
+    assert not echoes_prompt("Tư, thứ Ba, ồn sau.", days)  # one hint, said

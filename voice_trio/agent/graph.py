@@ -440,6 +440,7 @@ class Conversation:
         self._history: collections.deque[HistoryEntry] = collections.deque(maxlen=graph.history_max)
         self._lock = trio.Lock()
         self._moved = False  # goto() was called during the current step
+        self._heard = False  # the current turn is a transcript
         self._calls: list[ToolResult] = []
         self._turns = 0
         self._not_understood = 0
@@ -507,14 +508,28 @@ class Conversation:
 
     # ----------------------------------------------------------- local brain
 
+    @property
+    def heard(self) -> bool:
+        """The turn being handled came from a recogniser (not typed): what it holds may
+        not be what was said, so a rule may confirm what it is unsure of."""
+        return self._heard
+
     async def respond(self, text: str) -> str:
-        """The reply text to one user turn (the local brain's ``Responder``)."""
+        """The reply text to one typed user turn (the local brain's ``Responder``)."""
         return (await self.handle_transcript(text)).text
 
-    async def handle_transcript(self, text: str) -> Reply:
-        """Decide the reply to one final transcript (or typed turn) by the rules."""
+    async def respond_heard(self, text: str) -> str:
+        """The reply text to one recognised (spoken) turn."""
+        return (await self.handle_transcript(text, heard=True)).text
+
+    async def handle_transcript(self, text: str, *, heard: bool = False) -> Reply:
+        """Decide the reply to one final transcript (``heard``) or typed turn by the rules."""
         async with self._lock:
-            return await self._turn(text)
+            self._heard = heard
+            try:
+                return await self._turn(text)
+            finally:
+                self._heard = False
 
     async def _turn(self, text: str) -> Reply:
         graph = self.graph

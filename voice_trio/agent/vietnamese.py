@@ -23,6 +23,7 @@ last one wins: a speaker corrects forward.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -39,6 +40,7 @@ __all__ = [
     "format_date",
     "format_time",
     "name_key",
+    "near_miss",
     "normalize",
     "parse_day",
     "parse_number",
@@ -207,6 +209,30 @@ class Utterance:
         if start > 0 and start < len(words):
             breaks.add(start)  # what was around the cut does not join into one phrase
         return Utterance(self.raw, words, frozenset(breaks))
+
+
+def near_miss(text: str | Utterance, choices: Iterable[str], *, cutoff: float = 0.7) -> str | None:
+    """The choice that some words of ``text`` come closest to, marks ignored, if close enough.
+
+    For a recogniser's near misses of an expected answer: "Tư sau" -> "thứ Sáu",
+    "Vân, cúng sôi" -> "vâng, đúng rồi". Each choice is compared (as letters without
+    marks) with every run of as many words of ``text``, one more and one fewer; the
+    best ratio at or above ``cutoff`` wins, ties to the earlier choice. A near miss is
+    a guess: confirm it with the caller before acting on it.
+    """
+    words = [w.plain for w in Utterance.of(text).words]
+    best: tuple[float, str] | None = None
+    for choice in choices:
+        want = [w.plain for w in _phrase(choice)]
+        target = " ".join(want)
+        if not want or len(target) < 3:
+            continue
+        for n in {max(1, len(want) - 1), len(want), len(want) + 1}:
+            for i in range(len(words) - n + 1):
+                ratio = difflib.SequenceMatcher(None, " ".join(words[i : i + n]), target).ratio()
+                if ratio >= cutoff and (best is None or ratio > best[0]):
+                    best = (ratio, choice)
+    return None if best is None else best[1]
 
 
 # ------------------------------------------------------------------ numbers

@@ -19,8 +19,11 @@ from ..agent.vietnamese import (
     format_code,
     format_date,
     format_time,
+    name_key,
+    near_miss,
     parse_day,
     parse_time,
+    yes_or_no,
 )
 from .clinic import Clinic
 from .wording import (
@@ -29,9 +32,11 @@ from .wording import (
     ASK_NAME,
     CHANGE,
     FAMILY_NAMES,
+    KNOWN_NAME_WORDS,
     NAME_INTRO,
     QUESTION,
     RELATIVE_DAYS,
+    SAY_NAME_AGAIN,
     STOP,
     YES_NO_HINTS,
     core,
@@ -40,6 +45,11 @@ from .wording import (
 __all__ = ["BookingFlow"]
 
 _SLOTS = ("name", "day", "time")
+_UNSURE = "unsure"  # the slot holding (turn, slot, value) a heard answer made us unsure of
+_KNOWN_EXACT = frozenset(KNOWN_NAME_WORDS)
+_KNOWN: dict[str, str] = {}  # marks ignored -> the first known spelling ("hoa" -> "Hoa")
+for _word in KNOWN_NAME_WORDS:
+    _KNOWN.setdefault(name_key(_word), _word)
 
 
 class BookingFlow:
@@ -69,11 +79,87 @@ class BookingFlow:
         return f"Dạ, tôi đã dừng việc đặt lịch. {ANYTHING_ELSE}"
 
     async def fallback(self, conversation: Conversation, utterance: Utterance) -> Say:
-        if self.missing(conversation) == "name":
+        slot = self.missing(conversation)
+        if slot == "name":
             name = extract_name(utterance, bare=True)
             if name is not None:
                 return Say(self.fill(conversation, {"name": name}))
+            if conversation.heard and (known := self.known_name_in(utterance)) is not None:
+                # "Tôi tên là mình" for "Minh": a known name with other marks, to confirm.
+                self.unsure(conversation, "name", known)
+                return Say(f"Dạ, tên người đặt lịch là {known}, đúng không ạ?")
+        if slot in ("day", "time") and conversation.heard:
+            # Heard roughly: the closest expected answer, if one is close, for a yes.
+            choices = self.day_hints() if slot == "day" else self.time_choices()
+            near = near_miss(utterance, choices)
+            value = None if near is None else self.extract(Utterance.of(near)).get(slot)
+            if value is not None:
+                self.unsure(conversation, slot, value)
+                return Say(f"Xin lỗi, có phải quý khách nói {near} không ạ?")
         return Say(f"Xin lỗi, tôi chưa nghe rõ. {self.ask(conversation)}", understood=False)
+
+    # ---------------------------------------------------------------- unsure answers
+
+    def unsure(self, conversation: Conversation, slot: str, value: Any) -> None:
+        """Hold a value heard only roughly until the caller says yes to it (next turn only)."""
+        conversation.slots[_UNSURE] = (conversation.turns, slot, value)
+
+    def pending(self, conversation: Conversation) -> tuple[str, Any] | None:
+        """The value the previous reply asked the caller to confirm, if it did."""
+        held = conversation.slots.get(_UNSURE)
+        if held is None or held[0] != conversation.turns - 1:
+            return None
+        return held[1], held[2]
+
+    def confirms_unsure(self, conversation: Conversation, utterance: Utterance) -> bool:
+        return self.pending(conversation) is not None and yes_or_no(utterance) is True
+
+    def denies_unsure(self, conversation: Conversation, utterance: Utterance) -> bool:
+        return self.pending(conversation) is not None and yes_or_no(utterance) is False
+
+    async def accept_unsure(self, conversation: Conversation, utterance: Utterance) -> str:
+        held = self.pending(conversation)
+        conversation.slots.pop(_UNSURE, None)
+        assert held is not None  # the rule's matcher checked it
+        slot, value = held
+        return self.fill(conversation, {slot: value}, sure=True)
+
+    async def reject_unsure(self, conversation: Conversation, utterance: Utterance) -> str:
+        held = self.pending(conversation)
+        conversation.slots.pop(_UNSURE, None)
+        if held is not None and held[0] == "name":
+            return SAY_NAME_AGAIN
+        return f"Xin lỗi quý khách. {self.ask(conversation)}"
+
+    def sure_name(self, conversation: Conversation, name: str) -> str | None:
+        """The name as it may be kept without asking: every word a known name word
+        (written as known), or a name already said in this call; else None."""
+        for key in ("offer_name", "whose"):
+            said = conversation.slots.get(key)
+            if isinstance(said, str) and name_key(said) == name_key(name):
+                return said
+        words = name.split()
+        if words[-1] in FAMILY_NAMES:
+            return None  # "Nguyễn" alone: a family name, or a recogniser's guess
+        if all(w in _KNOWN_EXACT for w in words):
+            return name
+        return None
+
+    def known_name_in(self, utterance: Utterance) -> str | None:
+        """The one given name of :data:`KNOWN_NAME_WORDS` that a word of a short turn is,
+        marks ignored ("mình" -> "Minh"), or None."""
+        if len(utterance) > 5:
+            return None
+        found = {
+            _KNOWN[w.plain]
+            for w in utterance.words
+            if w.plain in _KNOWN and _KNOWN[w.plain] not in FAMILY_NAMES
+        }
+        return found.pop() if len(found) == 1 else None
+
+    def known_spelling(self, name: str) -> str:
+        """The name with each word as the known name words write it ("Lăn" -> "Lan")."""
+        return " ".join(_KNOWN.get(name_key(w), w) for w in name.split())
 
     async def confirm_changes(self, conversation: Conversation, utterance: Utterance) -> str:
         return self.fill(conversation, self.extract(utterance))
@@ -114,6 +200,8 @@ class BookingFlow:
 
     def hints(self, conversation: Conversation) -> list[str]:
         """What the answer to the current question may be: the ``booking`` node's hints."""
+        if self.pending_now(conversation):
+            return list(YES_NO_HINTS)
         slot = self.missing(conversation)
         if slot == "name":
             return self.name_hints(conversation)
@@ -121,16 +209,24 @@ class BookingFlow:
             return self.day_hints()
         if slot == "time":
             return self.time_hints()
-        return self.confirm_hints(conversation)
+        # All filled, the read-back refused ("sửa tên, ngày hay giờ?"): a new hour or
+        # day, not a yes (measured: with yes/no as the prompt, "mười giờ" came out
+        # "Đúng rồi.").
+        return [NAME_INTRO, *self.time_hints(), *self.day_hints()]
 
     def name_hints(self, conversation: Conversation) -> list[str]:
-        """How a name is given, the names already said in this call, the common family names."""
+        """How a name is given, and the names already said in this call."""
         known = [
             name
-            for key in ("offer_name", "whose", "heard_name")
+            for key in ("offer_name", "whose")
             if isinstance(name := conversation.slots.get(key), str)
         ]
-        return [NAME_INTRO, *known, *FAMILY_NAMES]
+        return [NAME_INTRO, *known]
+
+    def pending_now(self, conversation: Conversation) -> bool:
+        """The last reply asked the caller to confirm a value (the next turn answers it)."""
+        held = conversation.slots.get(_UNSURE)
+        return held is not None and held[0] == conversation.turns
 
     def day_hints(self) -> list[str]:
         """The weekdays the clinic is open, and "ngày mai", "ngày kia", "tuần sau"."""
@@ -143,6 +239,12 @@ class BookingFlow:
         spoken = [format_time(dt.time(h), words=True) for h in hours]
         half = dt.time(self.clinic.opens.hour + 1, 30)
         return [*spoken, format_time(half, words=True)]
+
+    def time_choices(self) -> list[str]:
+        """Every hour and half hour the clinic takes, in words: what a time is matched to."""
+        opens, closes = self.clinic.opens, self.clinic.closes
+        times = [dt.time(h, m) for h in range(opens.hour, closes.hour + 1) for m in (0, 30)]
+        return [format_time(t, words=True) for t in times if opens <= t <= closes]
 
     def confirm_hints(self, conversation: Conversation) -> list[str]:
         """Yes or no to the read-back (``booking_confirm``)."""
@@ -189,10 +291,21 @@ class BookingFlow:
             found["time"] = time
         return found
 
-    def fill(self, conversation: Conversation, found: dict[str, Any]) -> str:
-        """Put the values in the slots (those that can be booked); the reply to say."""
+    def fill(self, conversation: Conversation, found: dict[str, Any], *, sure: bool = False) -> str:
+        """Put the values in the slots (those that can be booked); the reply to say.
+
+        A name heard (not typed) that is not :meth:`sure_name` is not kept: it is read
+        back for a yes first (never booked under a garbled name unasked).
+        """
         slots = conversation.slots
         said: list[str] = []
+        doubt: str | None = None
+        if "name" in found and conversation.heard and not sure:
+            kept = self.sure_name(conversation, found["name"])
+            if kept is None:
+                doubt = self.known_spelling(found.pop("name"))
+            else:
+                found["name"] = kept
         if "name" in found:
             slots["name"] = found["name"]
         if "day" in found:
@@ -207,6 +320,11 @@ class BookingFlow:
             slots["time"] = None if problem else time
             if problem:
                 said.append(problem)
+        if doubt is not None:
+            slots["name"] = None
+            conversation.goto("booking")
+            self.unsure(conversation, "name", doubt)
+            return " ".join([*said, f"Dạ, tên người đặt lịch là {doubt}, đúng không ạ?"])
         if self.missing(conversation) is None:
             conversation.goto("booking_confirm")
             return " ".join([*said, self.confirm_question(conversation)])
@@ -228,6 +346,11 @@ class BookingFlow:
             conversation.slots.pop(slot, None)
 
     # ---------------------------------------------------------------- matchers
+
+    def confirms(self, conversation: Conversation, utterance: Utterance) -> bool:
+        """A yes to the read-back. Heard (not typed), only a short answer counts: a yes
+        word in a longer turn the recogniser garbled ("... phải ...") is no yes."""
+        return yes_or_no(utterance) is True and (not conversation.heard or len(utterance) <= 4)
 
     def says_slots(self, conversation: Conversation, utterance: Utterance) -> bool:
         return bool(self.extract(utterance))

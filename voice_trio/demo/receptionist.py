@@ -227,9 +227,17 @@ class Receptionist:
             name="booking",
             instructions="Đang đặt lịch: hỏi tên, ngày và giờ còn thiếu.",
             rules=[
+                Rule("confirm_heard", self.booking.confirms_unsure, self.booking.accept_unsure),
+                Rule("deny_heard", self.booking.denies_unsure, self.booking.reject_unsure),
                 Rule("stop_booking", self.booking.stops, self.booking.stop),
                 Rule("change_slot", self.booking.changes_slot, self.booking.change_slot),
                 Rule("fill_slots", self.booking.says_slots, self.booking.fill_slots),
+                # Everything is filled (the read-back was refused): another "no" asks again.
+                Rule(
+                    "reject",
+                    lambda c, u: self.booking.missing(c) is None and no(c, u),
+                    self.booking.reject,
+                ),
             ],
             prompt=self.booking.ask,
             fallback=self.booking.fallback,
@@ -243,7 +251,7 @@ class Receptionist:
                 Rule("correct", self.booking.corrects, self.booking.confirm_changes),
                 Rule("stop_booking", self.booking.stops, self.booking.stop),
                 Rule("reject", no, self.booking.reject),
-                Rule("confirm", yes, self.booking.book),
+                Rule("confirm", self.booking.confirms, self.booking.book),
             ],
             transitions={"book_appointment": "main"},
             prompt=self.booking.confirm_question,

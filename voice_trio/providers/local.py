@@ -50,7 +50,13 @@ _SAMPLE_RATE = 16_000
 
 
 class Responder(Protocol):
-    """What decides the reply: the room's conversation on the agent graph."""
+    """What decides the reply: the room's conversation on the agent graph.
+
+    A responder may also offer ``hints() -> Sequence[str]`` (what the next turn is
+    expected to hold: Whisper's prompt for it) and ``respond_heard(text)`` (the reply
+    to a recognised turn, as against a typed one), as
+    :class:`~voice_trio.agent.Conversation` does.
+    """
 
     async def respond(self, text: str) -> str:
         """The reply to one user turn (a final transcript or typed text)."""
@@ -319,7 +325,9 @@ class LocalBrain:
                 case Final(audio=audio):
                     text = await self._final(events, audio)
                     if text:
-                        await self._say(events, await self._responder.respond(text))
+                        # A graph conversation may confirm what a transcript makes it unsure of.
+                        respond = getattr(self._responder, "respond_heard", None)
+                        await self._say(events, await (respond or self._responder.respond)(text))
                 case TypedText(text=text):
                     await self._say(events, await self._responder.respond(text))
                 case _:

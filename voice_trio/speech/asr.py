@@ -46,6 +46,7 @@ __all__ = [
     "UtteranceStatistics",
     "assemble_whisper_base",
     "default_model_dir",
+    "echoes_prompt",
     "hint_prompt",
 ]
 
@@ -226,6 +227,17 @@ def hint_prompt(hints: Iterable[str], *, max_chars: int = HINT_PROMPT_MAX_CHARS)
     return ", ".join(parts) + "." if parts else None
 
 
+def _items(text: str) -> list[str]:
+    return [" ".join(part.lower().split()) for part in text.replace(".", ",").split(",")]
+
+
+def echoes_prompt(text: str, prompt: str, *, at_least: int = 3) -> bool:
+    """The transcript is the prompt written out: ``at_least`` of the prompt's phrases
+    stand as phrases of their own in it ("Tôi tên là, Nguyễn, Trần, Lê, ...")."""
+    hints = {item for item in _items(prompt) if item}
+    return len(hints.intersection(_items(text))) >= at_least
+
+
 @dataclass(frozen=True, slots=True)
 class RecognizerStatistics:
     """Totals of one :class:`Recognizer`."""
@@ -311,7 +323,13 @@ class Recognizer:
                 return ""
             if prompt is None:
                 prompt = self.options.initial_prompt
-            return self._run_model(samples, language, prompt or None)
+            text = self._run_model(samples, language, prompt or None)
+            if prompt and echoes_prompt(text, prompt):
+                # Whisper wrote out its prompt (it does on short or unclear speech):
+                # those are not words the caller said. What it hears unprompted is.
+                log.debug("transcript echoes its prompt: decoding again without it")
+                text = self._run_model(samples, language, None)
+            return text
         except Exception as exc:
             # Mapped at the boundary, not swallowed: the caller decides what the room hears.
             with self._lock:
