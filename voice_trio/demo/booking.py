@@ -31,6 +31,7 @@ from .wording import (
     ASK_DAY,
     ASK_NAME,
     CHANGE,
+    CHANGE_WHAT,
     FAMILY_NAMES,
     KNOWN_NAME_WORDS,
     NAME_INTRO,
@@ -88,14 +89,17 @@ class BookingFlow:
                 # "Tôi tên là mình" for "Minh": a known name with other marks, to confirm.
                 self.unsure(conversation, "name", known)
                 return Say(f"Dạ, tên người đặt lịch là {known}, đúng không ạ?")
-        if slot in ("day", "time") and conversation.heard:
-            # Heard roughly: the closest expected answer, if one is close, for a yes.
-            choices = self.day_hints() if slot == "day" else self.time_choices()
-            near = near_miss(utterance, choices)
-            value = None if near is None else self.extract(Utterance.of(near)).get(slot)
-            if value is not None:
-                self.unsure(conversation, slot, value)
-                return Say(f"Xin lỗi, có phải quý khách nói {near} không ạ?")
+        if slot != "name" and conversation.heard:
+            # Heard roughly: the closest expected answer, if one is close, for a yes
+            # (all filled, after a refused read-back: a new hour or day).
+            kinds = [slot] if slot is not None else ["time", "day"]
+            for kind in kinds:
+                choices = self.day_hints() if kind == "day" else self.time_choices()
+                near = near_miss(utterance, choices)
+                value = None if near is None else self.extract(Utterance.of(near)).get(kind)
+                if value is not None:
+                    self.unsure(conversation, kind, value)
+                    return Say(f"Xin lỗi, có phải quý khách nói {near} không ạ?")
         return Say(f"Xin lỗi, tôi chưa nghe rõ. {self.ask(conversation)}", understood=False)
 
     # ---------------------------------------------------------------- unsure answers
@@ -188,7 +192,7 @@ class BookingFlow:
 
     async def reject(self, conversation: Conversation, utterance: Utterance) -> str:
         conversation.goto("booking")
-        return "Dạ, quý khách muốn sửa tên, ngày hay giờ ạ? Quý khách cứ nói thông tin mới."
+        return f"Dạ, {CHANGE_WHAT[0].lower()}{CHANGE_WHAT[1:]}"
 
     async def confirm_fallback(self, conversation: Conversation, utterance: Utterance) -> Say:
         return Say(
@@ -269,7 +273,7 @@ class BookingFlow:
             return (
                 f"Quý khách muốn đến lúc mấy giờ ạ? Chúng tôi nhận lịch {self.clinic.hours_text()}."
             )
-        return self.confirm_question(conversation)
+        return CHANGE_WHAT  # all filled, here in ``booking``: the read-back was refused
 
     def confirm_question(self, conversation: Conversation) -> str:
         slots = conversation.slots

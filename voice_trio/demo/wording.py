@@ -20,6 +20,7 @@ SAY_NAME_AGAIN = (
     "ví dụ: tôi tên là Lan ạ."
 )
 ANYTHING_ELSE = "Quý khách cần tôi giúp gì thêm không ạ?"
+CHANGE_WHAT = "Quý khách muốn sửa tên, ngày hay giờ ạ? Quý khách cứ nói thông tin mới."
 
 # Privacy. A booking from another call is found only by its code and its name together,
 # and every failure says the same, so no answer tells whether a booking exists.
