@@ -98,6 +98,9 @@ async def test_a_name_the_recogniser_may_have_garbled_is_confirmed(
     # Another mark than the known name's: read back as the known name, for a yes.
     (reply,) = await heard(conversation, "Lần.")
     assert reply == "Dạ, tên người đặt lịch là Lan, đúng không ạ?"
+    # Neither yes nor no ("Sai rồi" heard as "Saigon"): the same question again.
+    (reply,) = await heard(conversation, "Saigon.")
+    assert reply == "Xin lỗi, tôi chưa nghe rõ. Dạ, tên người đặt lịch là Lan, đúng không ạ?"
     (reply,) = await heard(conversation, "Vâng, đúng rồi.")
     assert conversation.slots["name"] == "Lan" and "ngày nào" in reply
     # A known name heard with other marks ("mình" is "I"), said after an intro, is asked.

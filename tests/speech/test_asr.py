@@ -21,6 +21,8 @@ from voice_trio.speech.asr import (
     assemble_whisper_base,
     echoes_prompt,
     hint_prompt,
+    only_hints,
+    sounds_alike,
 )
 from voice_trio.speech.tts import EspeakTts
 
@@ -218,3 +220,32 @@ def test_a_transcript_that_writes_out_its_prompt_is_told_apart() -> None:
     assert not echoes_prompt("Tôi tên là, Nguyễn Văn An.", prompt)
     days = "thứ Hai, thứ Ba, thứ Tư, ngày mai."
     assert not echoes_prompt("Tư, thứ Ba, ồn sau.", days)  # one hint, said
+
+
+def test_a_transcript_of_hints_only_is_checked_against_what_is_heard_unprompted() -> None:
+    prompt = "vâng, đúng rồi, có, không."
+    assert only_hints("Vâng, đúng rồi.", prompt) and only_hints("không", prompt)
+    assert not only_hints("Tư, thứ Ba, ồn sau.", "thứ Ba, thứ Hai.") and not only_hints("", prompt)
+    # Heard unprompted for eSpeak's answers: alike enough to keep the hinted words.
+    assert sounds_alike("Vân, cúng sôi.", "Vâng, đúng rồi.") >= 0.7
+    assert sounds_alike("Phum Phô", "đúng rồi") > 0.35
+    assert sounds_alike("Tấm vừa sáng", "8 giờ sáng") > sounds_alike("Tấm vừa sáng", "")
+    # A hum, unprompted: nothing; "Có" unprompted ("Tổ") is no "Đúng rồi".
+    assert sounds_alike("", "Vâng, đúng rồi,") < 0.35
+    assert sounds_alike("Tổ", "Đúng rồi.") < 0.35
+
+
+@pytest.mark.trio
+async def test_a_hum_with_a_yes_no_prompt_is_no_yes(recognizer: Recognizer) -> None:
+    # Measured before the check: 1 s of 120 Hz hum with this prompt came out
+    # "Vâng, đúng rồi," (bench/recognition_hints.py, noise clips).
+    t = np.arange(16_000) / 16_000
+    hum = (0.1 * np.sin(2 * np.pi * 120 * t)).astype(np.float32)
+    prompt = hint_prompt(["vâng, đúng rồi", "có", "không", "không phải", "sai rồi"])
+    full = recognizer.options
+    recognizer.options = DecodeOptions(window_pad_s=5.0)
+    try:
+        heard = await recognizer.transcribe(hum, prompt=prompt)
+    finally:
+        recognizer.options = full
+    assert yes_or_no(heard) is not True, heard

@@ -80,6 +80,14 @@ class BookingFlow:
         return f"Dạ, tôi đã dừng việc đặt lịch. {ANYTHING_ELSE}"
 
     async def fallback(self, conversation: Conversation, utterance: Utterance) -> Say:
+        held = self.pending(conversation)
+        if held is not None and extract_name(utterance) is None:
+            # Neither a yes nor a no to "..., đúng không ạ?": ask it again (not a new
+            # guess at a garbled "sai rồi": measured, "Saigon").
+            self.unsure(conversation, *held)
+            return Say(
+                f"Xin lỗi, tôi chưa nghe rõ. {self.unsure_question(*held)}", understood=False
+            )
         slot = self.missing(conversation)
         if slot == "name":
             name = extract_name(utterance, bare=True)
@@ -88,7 +96,7 @@ class BookingFlow:
             if conversation.heard and (known := self.known_name_in(utterance)) is not None:
                 # "Tôi tên là mình" for "Minh": a known name with other marks, to confirm.
                 self.unsure(conversation, "name", known)
-                return Say(f"Dạ, tên người đặt lịch là {known}, đúng không ạ?")
+                return Say(self.unsure_question("name", known))
         if slot != "name" and conversation.heard:
             # Heard roughly: the closest expected answer, if one is close, for a yes
             # (all filled, after a refused read-back: a new hour or day).
@@ -99,7 +107,7 @@ class BookingFlow:
                 value = None if near is None else self.extract(Utterance.of(near)).get(kind)
                 if value is not None:
                     self.unsure(conversation, kind, value)
-                    return Say(f"Xin lỗi, có phải quý khách nói {near} không ạ?")
+                    return Say(f"Xin lỗi, {self.unsure_question(kind, value)}")
         return Say(f"Xin lỗi, tôi chưa nghe rõ. {self.ask(conversation)}", understood=False)
 
     # ---------------------------------------------------------------- unsure answers
@@ -107,6 +115,15 @@ class BookingFlow:
     def unsure(self, conversation: Conversation, slot: str, value: Any) -> None:
         """Hold a value heard only roughly until the caller says yes to it (next turn only)."""
         conversation.slots[_UNSURE] = (conversation.turns, slot, value)
+
+    def unsure_question(self, slot: str, value: Any) -> str:
+        """The question that reads a value heard only roughly back to the caller."""
+        if slot == "name":
+            return f"Dạ, tên người đặt lịch là {value}, đúng không ạ?"
+        said = format_time(value, words=True) if slot == "time" else WEEKDAYS[value.weekday()]
+        if slot == "day" and (value - self.clinic.now().date()).days in (1, 2):
+            said = {1: "ngày mai", 2: "ngày kia"}[(value - self.clinic.now().date()).days]
+        return f"có phải quý khách nói {said} không ạ?"
 
     def pending(self, conversation: Conversation) -> tuple[str, Any] | None:
         """The value the previous reply asked the caller to confirm, if it did."""
@@ -328,7 +345,7 @@ class BookingFlow:
             slots["name"] = None
             conversation.goto("booking")
             self.unsure(conversation, "name", doubt)
-            return " ".join([*said, f"Dạ, tên người đặt lịch là {doubt}, đúng không ạ?"])
+            return " ".join([*said, self.unsure_question("name", doubt)])
         if self.missing(conversation) is None:
             conversation.goto("booking_confirm")
             return " ".join([*said, self.confirm_question(conversation)])

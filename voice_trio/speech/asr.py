@@ -13,9 +13,11 @@ Whisper pads every call to a 30 s window, so a call costs about the same (~0.75 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -48,6 +50,8 @@ __all__ = [
     "default_model_dir",
     "echoes_prompt",
     "hint_prompt",
+    "only_hints",
+    "sounds_alike",
 ]
 
 log = logging.getLogger(__name__)
@@ -238,6 +242,33 @@ def echoes_prompt(text: str, prompt: str, *, at_least: int = 3) -> bool:
     return len(hints.intersection(_items(text))) >= at_least
 
 
+def only_hints(text: str, prompt: str) -> bool:
+    """Every phrase of the transcript is one of the prompt's (and there is one)."""
+    hints = {item for item in _items(prompt) if item}
+    said = [item for item in _items(text) if item]
+    return bool(said) and all(item in hints for item in said)
+
+
+# Measured: right answers heard unprompted score 0.38-0.88 ("Phum Phô" for "đúng rồi");
+# noise is heard unprompted as nothing.
+_ALIKE = 0.35
+
+
+def _letters(text: str) -> str:
+    """Lower case, marks and punctuation off, numerals in words ("4" -> "bon")."""
+    from ..agent.vietnamese import say_number, strip_tones
+
+    words = []
+    for word in re.findall(r"\w+", text.lower()):
+        words.append(say_number(int(word)) if word.isdigit() and int(word) < 1000 else word)
+    return strip_tones(" ".join(words))
+
+
+def sounds_alike(a: str, b: str) -> float:
+    """How alike two transcripts are as letters, marks ignored: 0..1."""
+    return difflib.SequenceMatcher(None, _letters(a), _letters(b)).ratio()
+
+
 @dataclass(frozen=True, slots=True)
 class RecognizerStatistics:
     """Totals of one :class:`Recognizer`."""
@@ -328,7 +359,15 @@ class Recognizer:
                 # Whisper wrote out its prompt (it does on short or unclear speech):
                 # those are not words the caller said. What it hears unprompted is.
                 log.debug("transcript echoes its prompt: decoding again without it")
-                text = self._run_model(samples, language, None)
+                return str(self._run_model(samples, language, None))
+            if prompt and only_hints(text, prompt):
+                # Nothing but hint phrases: the answer said, or the prompt heard in a
+                # hum or a click (measured: "Vâng, đúng rồi," from 1 s of hum). Kept
+                # only if what Whisper hears unprompted sounds like it.
+                unprompted = self._run_model(samples, language, None)
+                if sounds_alike(unprompted, text) < _ALIKE:
+                    log.debug("hinted transcript not borne out unprompted: %r", unprompted)
+                    return str(unprompted)
             return text
         except Exception as exc:
             # Mapped at the boundary, not swallowed: the caller decides what the room hears.
