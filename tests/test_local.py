@@ -294,9 +294,11 @@ class RecordingRecognizer:
         self._recognizer = recognizer
         self.heard: list[np.ndarray] = []
 
-    def transcribe_sync(self, audio: np.ndarray, *, language: str = "vi") -> str:
+    def transcribe_sync(
+        self, audio: np.ndarray, *, language: str = "vi", prompt: str | None = None
+    ) -> str:
         self.heard.append(np.array(audio, dtype=np.float32, copy=True))
-        return str(self._recognizer.transcribe_sync(audio, language=language))
+        return str(self._recognizer.transcribe_sync(audio, language=language, prompt=prompt))
 
 
 class Listener:
