@@ -4,6 +4,12 @@ read-back the caller confirms before anything is stored.
 The ``booking`` node fills the slots (asking again for what is missing or cannot be
 booked); ``booking_confirm`` reads the booking back for a "có" or "không", and books
 through the ``book_appointment`` tool, so the local brain books as Azure's model does.
+
+Spoken turns (``conversation.heard``) are read with doubt: each question hands the
+recogniser the answers it expects (:meth:`BookingFlow.hints`); a near miss of one ("Tư
+sau" for "thứ sáu") and a name that is not a known name word are read back for a yes
+before they are kept (:meth:`BookingFlow.unsure`), so nothing is booked under a
+garbled name or a guessed hour unasked.
 """
 
 from __future__ import annotations
