@@ -211,6 +211,10 @@ async def test_server_vad_barge_in_interrupts_the_reply() -> None:
         assert 0 <= truncate["audio_end_ms"] <= 60 * 100
 
 
+def conversation_hints(graph: Graph) -> tuple[str, ...]:
+    return graph.conversation(session_id="hints").hints()
+
+
 async def test_tool_call_round_trip_through_the_receptionist(tmp_path: Any) -> None:
     graph = build_receptionist(tmp_path / "agent.db", clock=lambda: NOW)
     arguments = {"name": "Nguyễn Văn An", "day": "2025-11-26", "time": "09:30"}
@@ -225,6 +229,9 @@ async def test_tool_call_round_trip_through_the_receptionist(tmp_path: Any) -> N
         update = session.of_type("session.update")[0]["session"]
         assert {t["name"] for t in update["tools"]} >= {"get_time", "book_appointment"}
         assert "Phòng khám Bình An" in update["instructions"]
+        # The graph's recognition hints for the node it is at, as the transcription prompt.
+        prompt = update["audio"]["input"]["transcription"]["prompt"]
+        assert prompt == ", ".join(conversation_hints(graph))
         outputs = [i for i in session.created_items if i["type"] == "function_call_output"]
         assert len(outputs) == 1
         call = [i for i in session.items if i.get("type") == "function_call"][0]

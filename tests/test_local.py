@@ -275,9 +275,11 @@ async def test_saturated_recognition_says_so_instead_of_stalling(
                         nursery.start_soon(room, i)
             finally:
                 local_speech.asr_max_wait_s = usual_wait
-    # Three turns ended at the same moment; one recognition runs at a time: the
-    # first is heard, the ones that waited too long get a clear error.
-    assert sorted(outcomes) == ["asr_timeout", "asr_timeout", "heard"], outcomes
+    # Three turns ended at the same moment; one recognition runs at a time: every room
+    # gets an answer (none stalls), one is heard, and a turn whose recognition waited
+    # too long gets a clear error. (How many are heard depends on which of the early
+    # recognitions, made 250 ms into the pause, got the model first.)
+    assert len(outcomes) == 3 and set(outcomes) == {"asr_timeout", "heard"}, outcomes
 
 
 # ------------------------------------------------------------------ the brain itself
@@ -294,9 +296,11 @@ class RecordingRecognizer:
         self._recognizer = recognizer
         self.heard: list[np.ndarray] = []
 
-    def transcribe_sync(self, audio: np.ndarray, *, language: str = "vi") -> str:
+    def transcribe_sync(
+        self, audio: np.ndarray, *, language: str = "vi", prompt: str | None = None
+    ) -> str:
         self.heard.append(np.array(audio, dtype=np.float32, copy=True))
-        return str(self._recognizer.transcribe_sync(audio, language=language))
+        return str(self._recognizer.transcribe_sync(audio, language=language, prompt=prompt))
 
 
 class Listener:

@@ -103,6 +103,8 @@ class Turns(Conversation):
         self.log.append(("asked", text))
         return ""  # nothing spoken: the brain opens no response
 
+    respond_heard = respond  # what the brain calls for a spoken turn (recognition hints)
+
     async def speech_started(self) -> None:
         self.log.append(("speech_started",))
 

@@ -285,3 +285,35 @@ async def test_respond_is_the_local_brains_responder() -> None:
     conv = build().conversation(session_id="r1")
     assert await conv.respond("đếm") == "bắt đầu đếm"
     assert conv.statistics().turns == 1
+
+
+async def test_hints_follow_the_node_and_the_conversation() -> None:
+    async def ask_day(conversation: Conversation, utterance: Utterance) -> str:
+        conversation.slots["asked"] = "day"
+        conversation.goto("ask")
+        return "which day?"
+
+    def expected(conversation: Conversation) -> list[str]:
+        return ["monday", " next   week ", "", "monday"] if conversation.slots["asked"] else []
+
+    graph = Graph(
+        nodes=[
+            Node("menu", rules=[Rule("book", phrases("book"), ask_day)], hints=("book", "bye")),
+            Node("ask", rules=[Rule("done", phrases("monday"), _bye, goto="end")], hints=expected),
+            Node("end", final=True, hints=("never heard",)),
+        ],
+        start="menu",
+    )
+    conversation = graph.conversation(session_id="h")
+    assert conversation.hints() == ("book", "bye")
+    await conversation.handle_transcript("book")
+    # Worked out from the conversation, tidied, each once, in order.
+    assert conversation.hints() == ("monday", "next week")
+    await conversation.handle_transcript("monday")
+    assert conversation.node.name == "end"
+    assert conversation.hints() == ("book", "bye")  # the next turn starts at the start node
+    assert graph.conversation(session_id="other").hints() == ("book", "bye")
+
+
+async def _bye(conversation: Conversation, utterance: Utterance) -> str:
+    return "bye"

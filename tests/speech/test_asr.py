@@ -12,13 +12,19 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 import trio
 
+from voice_trio.agent.vietnamese import yes_or_no
 from voice_trio.speech.asr import (
     DecodeOptions,
     ModelAssemblyError,
     Recognizer,
     Utterance,
     assemble_whisper_base,
+    echoes_prompt,
+    hint_prompt,
+    only_hints,
+    sounds_alike,
 )
+from voice_trio.speech.tts import EspeakTts
 
 from .support import SENTENCES, check_heard, with_silence
 
@@ -171,3 +177,75 @@ def test_utterance_buffer_is_bounded(recognizer: Recognizer) -> None:
     stats = turn.statistics()
     assert stats.buffered_seconds == 1.0
     assert stats.dropped_seconds == pytest.approx(1.0 + 100 / 16_000)
+
+
+def test_hint_prompt_joins_bounded_phrases() -> None:
+    assert hint_prompt([]) is None
+    assert hint_prompt(["  ", ","]) is None
+    assert hint_prompt(["thứ Hai", " ngày  mai ", "có."]) == "thứ Hai, ngày mai, có."
+    long = hint_prompt([f"phrase number {i}" for i in range(100)], max_chars=60)
+    assert long == "phrase number 0, phrase number 1, phrase number 2."
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("window_pad_s", [5.0, None])
+async def test_a_prompt_of_hints_turns_a_short_answer_into_its_words(
+    recognizer: Recognizer, window_pad_s: float | None
+) -> None:
+    # Measured (bench/recognition_hints.py): without hints, eSpeak's "Vâng, đúng rồi"
+    # comes out as noise ("Vân, cúng sôi."); with the question's expected answers as
+    # the prompt, as the words said. Both decoding paths take the prompt, per call.
+    pcm = await EspeakTts().synthesize("Vâng, đúng rồi")
+    audio = with_silence(pcm, 0.3, 0.4)
+    full = recognizer.options
+    recognizer.options = DecodeOptions(window_pad_s=window_pad_s)
+    try:
+        prompt = hint_prompt(["vâng, đúng rồi", "có", "không", "không phải", "sai rồi"])
+        plain = await recognizer.transcribe(audio)
+        hinted = await recognizer.transcribe(audio, prompt=prompt)
+        again = await recognizer.transcribe(audio)
+    finally:
+        recognizer.options = full
+    assert yes_or_no(hinted) is True, hinted
+    assert "đúng rồi" in hinted.lower(), hinted
+    assert "đúng rồi" not in plain.lower(), plain
+    assert again == plain  # the prompt was for that call only
+
+
+def test_a_transcript_that_writes_out_its_prompt_is_told_apart() -> None:
+    prompt = "tôi tên là, Nguyễn, Trần, Lê, Phạm."
+    # Heard (Whisper base, eSpeak "Tôi tên là Lan") with a list of names as its prompt.
+    assert echoes_prompt("Tôi tên là, Nguyễn, Trần, Lê, Phạm, Hoàng, Vũ, Đỗ, Đóng,", prompt)
+    assert not echoes_prompt("Tôi tên là Lan.", prompt)
+    assert not echoes_prompt("Tôi tên là, Nguyễn Văn An.", prompt)
+    days = "thứ Hai, thứ Ba, thứ Tư, ngày mai."
+    assert not echoes_prompt("Tư, thứ Ba, ồn sau.", days)  # one hint, said
+
+
+def test_a_transcript_of_hints_only_is_checked_against_what_is_heard_unprompted() -> None:
+    prompt = "vâng, đúng rồi, có, không."
+    assert only_hints("Vâng, đúng rồi.", prompt) and only_hints("không", prompt)
+    assert not only_hints("Tư, thứ Ba, ồn sau.", "thứ Ba, thứ Hai.") and not only_hints("", prompt)
+    # Heard unprompted for eSpeak's answers: alike enough to keep the hinted words.
+    assert sounds_alike("Vân, cúng sôi.", "Vâng, đúng rồi.") >= 0.7
+    assert sounds_alike("Phum Phô", "đúng rồi") > 0.35
+    assert sounds_alike("Tấm vừa sáng", "8 giờ sáng") > sounds_alike("Tấm vừa sáng", "")
+    # A hum, unprompted: nothing; "Có" unprompted ("Tổ") is no "Đúng rồi".
+    assert sounds_alike("", "Vâng, đúng rồi,") < 0.35
+    assert sounds_alike("Tổ", "Đúng rồi.") < 0.35
+
+
+@pytest.mark.trio
+async def test_a_hum_with_a_yes_no_prompt_is_no_yes(recognizer: Recognizer) -> None:
+    # Measured before the check: 1 s of 120 Hz hum with this prompt came out
+    # "Vâng, đúng rồi," (bench/recognition_hints.py, noise clips).
+    t = np.arange(16_000) / 16_000
+    hum = (0.1 * np.sin(2 * np.pi * 120 * t)).astype(np.float32)
+    prompt = hint_prompt(["vâng, đúng rồi", "có", "không", "không phải", "sai rồi"])
+    full = recognizer.options
+    recognizer.options = DecodeOptions(window_pad_s=5.0)
+    try:
+        heard = await recognizer.transcribe(hum, prompt=prompt)
+    finally:
+        recognizer.options = full
+    assert yes_or_no(heard) is not True, heard

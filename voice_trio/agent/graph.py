@@ -17,6 +17,14 @@ history, figures). The same graph serves both brains:
   since the last ``session.update`` (a tool moved the conversation to another
   node), send one again.
 
+Recognition hints: a node's ``hints`` are the answers it is waiting for (the
+days it can book, yes or no, the names it knows), fixed or worked out from the
+conversation; :meth:`Conversation.hints` gives the current node's, which the
+local brain hands Whisper as its prompt for the next turn and the Azure brain
+puts in its transcription's ``prompt``. Short answers ("có", "mười giờ") are
+what a recogniser gets wrong most; a hint is a bias, never a fact: the rules
+still match only what the transcript says.
+
 Transitions: a rule's ``goto``, a node's ``transitions`` (tool name -> next
 node, after a successful call), or :meth:`Conversation.goto` from a rule's
 action or a tool's handler (which wins over the other two).
@@ -44,6 +52,7 @@ __all__ = [
     "ConversationStatistics",
     "Graph",
     "GraphStatistics",
+    "Hints",
     "HistoryEntry",
     "Node",
     "Reply",
@@ -65,6 +74,8 @@ Matcher = Callable[["Conversation", Utterance], bool]
 Action = Callable[["Conversation", Utterance], Awaitable["str | Say"]]
 #: Text that may depend on the room (today's date, a slot).
 Text = str | Callable[["Conversation"], str]
+#: Phrases recognition should expect next: fixed, or worked out from the conversation.
+Hints = Sequence[str] | Callable[["Conversation"], Sequence[str]]
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _encoder = msgspec.json.Encoder()
@@ -245,7 +256,10 @@ class Node:
     ``prompt`` is what the node is waiting for; it is said again after a global
     rule answers an aside ("mấy giờ rồi?") here. ``fallback`` answers what no
     rule matched (default: the graph's). A ``final`` node ends the conversation;
-    the next turn starts again from the graph's start node.
+    the next turn starts again from the graph's start node. ``hints`` are the
+    answers the node is waiting for, for recognition (:meth:`Conversation.hints`):
+    keep them to what this step expects, as a recogniser also hears a hint's
+    words in what was not said.
     """
 
     name: str
@@ -257,6 +271,7 @@ class Node:
     prompt: Callable[[Conversation], str] | None = None
     fallback: Action | None = None
     final: bool = False
+    hints: Hints = ()
 
 
 async def _not_understood(conversation: Conversation, utterance: Utterance) -> Say:
@@ -425,6 +440,7 @@ class Conversation:
         self._history: collections.deque[HistoryEntry] = collections.deque(maxlen=graph.history_max)
         self._lock = trio.Lock()
         self._moved = False  # goto() was called during the current step
+        self._heard = False  # the current turn is a transcript
         self._calls: list[ToolResult] = []
         self._turns = 0
         self._not_understood = 0
@@ -494,6 +510,15 @@ class Conversation:
         conversation._turns = int(state.get("turns", 0))
         return conversation
 
+    def hints(self) -> tuple[str, ...]:
+        """The phrases the next user turn is expected to hold: the current node's hints
+        (the start node's after a final node, where the next turn starts), in order,
+        each once, spaces tidied. Empty when the node declares none."""
+        node = self.graph.nodes[self.graph.start] if self._node.final else self._node
+        declared = node.hints(self) if callable(node.hints) else node.hints
+        tidy = (" ".join(hint.split()) for hint in declared)
+        return tuple(dict.fromkeys(hint for hint in tidy if hint))
+
     def greeting(self) -> str:
         """What the agent says when the conversation opens (may be empty)."""
         text = _text(self.graph.greeting, self)
@@ -513,14 +538,28 @@ class Conversation:
 
     # ----------------------------------------------------------- local brain
 
+    @property
+    def heard(self) -> bool:
+        """The turn being handled came from a recogniser (not typed): what it holds may
+        not be what was said, so a rule may confirm what it is unsure of."""
+        return self._heard
+
     async def respond(self, text: str) -> str:
-        """The reply text to one user turn (the local brain's ``Responder``)."""
+        """The reply text to one typed user turn (the local brain's ``Responder``)."""
         return (await self.handle_transcript(text)).text
 
-    async def handle_transcript(self, text: str) -> Reply:
-        """Decide the reply to one final transcript (or typed turn) by the rules."""
+    async def respond_heard(self, text: str) -> str:
+        """The reply text to one recognised (spoken) turn."""
+        return (await self.handle_transcript(text, heard=True)).text
+
+    async def handle_transcript(self, text: str, *, heard: bool = False) -> Reply:
+        """Decide the reply to one final transcript (``heard``) or typed turn by the rules."""
         async with self._lock:
-            return await self._turn(text)
+            self._heard = heard
+            try:
+                return await self._turn(text)
+            finally:
+                self._heard = False
 
     async def _turn(self, text: str) -> Reply:
         graph = self.graph

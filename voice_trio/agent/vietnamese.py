@@ -23,6 +23,7 @@ last one wins: a speaker corrects forward.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -39,10 +40,12 @@ __all__ = [
     "format_date",
     "format_time",
     "name_key",
+    "near_miss",
     "normalize",
     "parse_day",
     "parse_number",
     "parse_time",
+    "say_number",
     "strip_tones",
     "yes_or_no",
 ]
@@ -208,6 +211,30 @@ class Utterance:
         return Utterance(self.raw, words, frozenset(breaks))
 
 
+def near_miss(text: str | Utterance, choices: Iterable[str], *, cutoff: float = 0.7) -> str | None:
+    """The choice that some words of ``text`` come closest to, marks ignored, if close enough.
+
+    For a recogniser's near misses of an expected answer: "Tư sau" -> "thứ Sáu",
+    "Vân, cúng sôi" -> "vâng, đúng rồi". Each choice is compared (as letters without
+    marks) with every run of as many words of ``text``, one more and one fewer; the
+    best ratio at or above ``cutoff`` wins, ties to the earlier choice. A near miss is
+    a guess: confirm it with the caller before acting on it.
+    """
+    words = [w.plain for w in Utterance.of(text).words]
+    best: tuple[float, str] | None = None
+    for choice in choices:
+        want = [w.plain for w in _phrase(choice)]
+        target = " ".join(want)
+        if not want or len(target) < 3:
+            continue
+        for n in {max(1, len(want) - 1), len(want), len(want) + 1}:
+            for i in range(len(words) - n + 1):
+                ratio = difflib.SequenceMatcher(None, " ".join(words[i : i + n]), target).ratio()
+                if ratio >= cutoff and (best is None or ratio > best[0]):
+                    best = (ratio, choice)
+    return None if best is None else best[1]
+
+
 # ------------------------------------------------------------------ numbers
 
 _UNIT_WORDS = {
@@ -371,6 +398,35 @@ def code_span(text: str | Utterance, digits: int = 6) -> tuple[str, tuple[int, i
             return "".join(d for d, _ in run), (start, end)
         i = j
     return None
+
+
+_SAY_UNITS = ("không", "một", "hai", "ba", "bốn", "năm", "sáu", "bảy", "tám", "chín")
+
+
+def say_number(n: int) -> str:
+    """0..999 in words, as people say them: 21 "hai mươi mốt", 15 "mười lăm",
+    24 "hai mươi tư", 105 "một trăm linh năm"."""
+    if not 0 <= n <= 999:
+        raise ValueError(f"say_number takes 0..999, not {n}")
+    if n >= 100:
+        hundreds, rest = divmod(n, 100)
+        head = f"{_SAY_UNITS[hundreds]} trăm"
+        if not rest:
+            return head
+        return f"{head} linh {_SAY_UNITS[rest]}" if rest < 10 else f"{head} {say_number(rest)}"
+    tens, unit = divmod(n, 10)
+    if tens == 0:
+        return _SAY_UNITS[unit]
+    head = "mười" if tens == 1 else f"{_SAY_UNITS[tens]} mươi"
+    if unit == 0:
+        return head
+    if unit == 5:
+        return f"{head} lăm"
+    if unit == 1 and tens > 1:
+        return f"{head} mốt"
+    if unit == 4 and tens > 1:
+        return f"{head} tư"
+    return f"{head} {_SAY_UNITS[unit]}"
 
 
 def format_code(code: str) -> str:
@@ -837,13 +893,15 @@ def format_date(date: dt.date, today: dt.date | None = None) -> str:
     return f"{relative}, {text}" if relative else text
 
 
-def format_time(time: dt.time) -> str:
+def format_time(time: dt.time, *, words: bool = False) -> str:
     """``"10 giờ rưỡi sáng"``, ``"3 giờ chiều"``, ``"12 giờ trưa"``, ``"7 giờ 15 tối"``.
 
     As people say a time: the hour on a twelve-hour clock with the part of the day,
     half past as "rưỡi". Numerals stay numerals: the text is also shown, and eSpeak NG
-    reads "21" as "hai mươi mốt" by itself.
+    reads "21" as "hai mươi mốt" by itself. ``words=True`` spells the numbers out
+    (``"mười giờ rưỡi sáng"``), as a recogniser writes what it hears.
     """
+    say = say_number if words else str
     hour = time.hour
     if hour == 0:
         period = "đêm"
@@ -863,7 +921,7 @@ def format_time(time: dt.time) -> str:
     elif time.minute == 30:
         minutes = " rưỡi"
     elif time.minute < 10:
-        minutes = f" {time.minute} phút"
+        minutes = f" {say(time.minute)} phút"
     else:
-        minutes = f" {time.minute}"
-    return f"{shown} giờ{minutes} {period}"
+        minutes = f" {say(time.minute)}"
+    return f"{say(shown)} giờ{minutes} {period}"

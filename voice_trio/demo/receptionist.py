@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ..agent.graph import Conversation, Graph, Node, Rule, Say, phrases
-from ..agent.vietnamese import Utterance, code_span, format_date, format_time
+from ..agent.vietnamese import Utterance, code_span, format_date, format_time, say_number
 from .booking import BookingFlow
 from .clinic import Clinic, Clock, vietnam_now
 from .lookup import LookupFlow
@@ -47,14 +47,20 @@ from .wording import (
     HELP,
     LOOKUP,
     LOOKUP_WEAK,
+    MAIN_HINTS,
+    NAME_INTRO,
     STOP_LOOKUP,
     THANKS,
+    YES_NO_HINTS,
     core,
     no,
     yes,
 )
 
 __all__ = ["Receptionist", "build_receptionist"]
+
+#: A booking code is read digit by digit: "bốn tám hai chín một ba".
+DIGIT_WORDS = tuple(say_number(d) for d in range(10))
 
 
 class Receptionist:
@@ -215,17 +221,27 @@ class Receptionist:
                 Rule("no_more", self.nothing_more, self.no_more),
                 Rule("yes", lambda c, u: len(u) <= 3 and yes(c, u), self.yes_what),
             ],
+            hints=MAIN_HINTS,
         )  # fmt: skip
         booking = Node(
             name="booking",
             instructions="Đang đặt lịch: hỏi tên, ngày và giờ còn thiếu.",
             rules=[
+                Rule("confirm_heard", self.booking.confirms_unsure, self.booking.accept_unsure),
+                Rule("deny_heard", self.booking.denies_unsure, self.booking.reject_unsure),
                 Rule("stop_booking", self.booking.stops, self.booking.stop),
                 Rule("change_slot", self.booking.changes_slot, self.booking.change_slot),
                 Rule("fill_slots", self.booking.says_slots, self.booking.fill_slots),
+                # Everything is filled (the read-back was refused): another "no" asks again.
+                Rule(
+                    "reject",
+                    lambda c, u: self.booking.missing(c) is None and no(c, u),
+                    self.booking.reject,
+                ),
             ],
             prompt=self.booking.ask,
             fallback=self.booking.fallback,
+            hints=self.booking.hints,
         )
         booking_confirm = Node(
             name="booking_confirm",
@@ -235,11 +251,12 @@ class Receptionist:
                 Rule("correct", self.booking.corrects, self.booking.confirm_changes),
                 Rule("stop_booking", self.booking.stops, self.booking.stop),
                 Rule("reject", no, self.booking.reject),
-                Rule("confirm", yes, self.booking.book),
+                Rule("confirm", self.booking.confirms, self.booking.book),
             ],
             transitions={"book_appointment": "main"},
             prompt=self.booking.confirm_question,
             fallback=self.booking.confirm_fallback,
+            hints=self.booking.confirm_hints,
         )
         identify = Node(
             name="identify",
@@ -257,6 +274,7 @@ class Receptionist:
             ],
             prompt=self.lookups.ask_credentials,
             fallback=self.lookups.identify_fallback,
+            hints=("mã lịch hẹn", *DIGIT_WORDS, NAME_INTRO),
         )
         cancel_confirm = Node(
             name="cancel_confirm",
@@ -268,6 +286,7 @@ class Receptionist:
             transitions={"cancel_appointment": "main"},
             prompt=self.lookups.cancel_question,
             fallback=self.lookups.cancel_fallback,
+            hints=YES_NO_HINTS,
         )
         goodbye = Node(name="goodbye", instructions="Chào tạm biệt quý khách.", final=True)
         return Graph(

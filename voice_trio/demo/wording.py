@@ -15,7 +15,12 @@ from ..agent.vietnamese import Utterance, name_span, yes_or_no
 
 ASK_NAME = "Quý khách cho tôi xin tên người đặt lịch ạ?"
 ASK_DAY = "Quý khách muốn đặt lịch vào ngày nào ạ?"
+SAY_NAME_AGAIN = (
+    "Xin lỗi quý khách. Quý khách vui lòng nói lại tên người đặt lịch, chậm và rõ từng tiếng, "
+    "ví dụ: tôi tên là Lan ạ."
+)
 ANYTHING_ELSE = "Quý khách cần tôi giúp gì thêm không ạ?"
+CHANGE_WHAT = "Quý khách muốn sửa tên, ngày hay giờ ạ? Quý khách cứ nói thông tin mới."
 
 # Privacy. A booking from another call is found only by its code and its name together,
 # and every failure says the same, so no answer tells whether a booking exists.
@@ -73,6 +78,36 @@ CHANGE = ("đổi", "sửa", "thay", "nhầm")
 FORGOT_CODE = ("không nhớ", "quên", "không có mã", "không biết mã", "mất mã", "không còn mã")
 # A turn that asks ("mấy giờ rồi?") fills no slot, even if it names a day.
 QUESTION = ("mấy", "bao nhiêu")
+
+# ------------------------------------------------------------------ recognition hints
+# What each step expects to hear, handed to the recogniser (Node.hints): the phrases the
+# step's rules listen for, in the words a caller says them. Short lists on purpose: a
+# recogniser also writes a hint's words where they were not said.
+
+#: The requests of the main menu (the first phrase of each rule's list, then greetings).
+#: Not "tạm biệt": a prompt's word heard in noise must not end the call (measured: "Xin
+#: chào, tôi muốn đặt lịch khám" came out "Xin chào, tạm biệt." with it in the prompt).
+MAIN_HINTS = ("tôi muốn đặt lịch hẹn", "xem lại lịch hẹn", "hủy lịch hẹn",
+              "bây giờ là mấy giờ")  # fmt: skip
+#: A yes or a no to a read-back.
+YES_NO_HINTS = ("vâng, đúng rồi", "có", "không", "không phải", "sai rồi")
+#: How a caller gives a name. (Not a list of names: measured, Whisper then writes the
+#: list out, or a family name, instead of the name said.)
+NAME_INTRO = "tôi tên là"
+#: The family names most Vietnamese names start with: a name that is only these is
+#: not sure (a caller gives at least a given name).
+FAMILY_NAMES = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ")
+#: Given and middle names a caller's name is likely made of: a name heard with a word not
+#: among these (or these with other tone marks) is read back for a yes before it is kept.
+KNOWN_NAME_WORDS = (*FAMILY_NAMES, "Hồ", "Ngô", "Dương", "Lý", "Phan", "Võ", "Huỳnh",
+    "Văn", "Thị", "Đức", "Hữu", "Công", "Quốc", "Xuân", "Ngọc", "Thu", "Minh", "Thanh",
+    "An", "Anh", "Bình", "Châu", "Chi", "Cường", "Dũng", "Dung", "Duy", "Giang", "Hà",
+    "Hải", "Hạnh", "Hiền", "Hiếu", "Hoa", "Hòa", "Hồng", "Hùng", "Hương", "Huy", "Khánh",
+    "Khoa", "Lan", "Linh", "Long", "Mai", "Nam", "Nga", "Nhung", "Phong", "Phúc",
+    "Phương", "Quân", "Quang", "Sơn", "Tâm", "Thảo", "Thắng", "Thúy", "Trang", "Trung",
+    "Tú", "Tuấn", "Tùng", "Vân", "Việt", "Yến")  # fmt: skip
+#: Days, besides the weekdays the clinic is open.
+RELATIVE_DAYS = ("ngày mai", "ngày kia", "tuần sau")
 
 # ------------------------------------------------------------------ matchers
 

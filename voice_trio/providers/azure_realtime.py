@@ -609,6 +609,9 @@ class _Setup:
             voice=voice if first else None,  # fixed once the session has spoken
             tools=fields.get("tools") or [],
             tool_choice=fields.get("tool_choice", "auto"),
+            transcription_prompt=(
+                ", ".join(self.conversation.hints()) if self.conversation else None
+            ),
         )
         return wire.session_update(self.dialect, config)
 

@@ -135,9 +135,10 @@ class _Pcm(msgspec.Struct):
     rate: int = SAMPLE_RATE
 
 
-class _Transcription(msgspec.Struct):
+class _Transcription(msgspec.Struct, omit_defaults=True):
     model: str
     language: str
+    prompt: str | None = None  # the agent graph's recognition hints for this step
 
 
 class _Detection(msgspec.Struct):
@@ -212,11 +213,17 @@ class SessionConfig:
     tools: Sequence[Mapping[str, Any]] = ()
     #: Sent only with tools.
     tool_choice: str = "auto"
+    #: The transcription's ``prompt``: what the conversation expects to hear next.
+    transcription_prompt: str | None = None
 
 
 def session_update(dialect: Dialect, config: SessionConfig) -> str:
     """The ``session.update`` that sets ``config``, in ``dialect``."""
-    transcription = _Transcription(model=config.transcription_model, language=config.language)
+    transcription = _Transcription(
+        model=config.transcription_model,
+        language=config.language,
+        prompt=config.transcription_prompt or None,
+    )
     detection = None if config.turn_detection == "none" else _Detection(config.turn_detection)
     tools = list(config.tools)
     tool_choice = config.tool_choice if tools else None

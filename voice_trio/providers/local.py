@@ -52,7 +52,13 @@ _SAMPLE_RATE = 16_000
 
 
 class Responder(Protocol):
-    """What decides the reply: the room's conversation on the agent graph."""
+    """What decides the reply: the room's conversation on the agent graph.
+
+    A responder may also offer ``hints() -> Sequence[str]`` (what the next turn is
+    expected to hold: Whisper's prompt for it) and ``respond_heard(text)`` (the reply
+    to a recognised turn, as against a typed one), as
+    :class:`~voice_trio.agent.Conversation` does.
+    """
 
     async def respond(self, text: str) -> str:
         """The reply to one user turn (a final transcript or typed text)."""
@@ -158,8 +164,13 @@ class LocalSpeech:
                 f"{max(1, round(exc.retry_in_s))} s",
             ) from None
 
-    async def transcribe(self, audio: np.ndarray[Any, Any], *, language: str) -> str:
+    async def transcribe(
+        self, audio: np.ndarray[Any, Any], *, language: str, prompt: str | None = None
+    ) -> str:
         """Recognise a turn: rooms wait their turn fairly (FIFO), boundedly.
+
+        ``prompt``: the recognition hints of the conversation's current question
+        (:func:`~voice_trio.speech.asr.hint_prompt`), for this turn only.
 
         Raises :class:`ProviderError` when too many rooms wait already, when this
         one waited longer than ``asr_max_wait_s``, or when the model failed
@@ -186,7 +197,7 @@ class LocalSpeech:
             raise
         try:
             text = await trio.to_thread.run_sync(
-                lambda: self.recognizer.transcribe_sync(audio, language=language)
+                lambda: self.recognizer.transcribe_sync(audio, language=language, prompt=prompt)
             )
         except RecognizerError as exc:
             log.warning("speech recognition failed: %s", exc, exc_info=exc.__cause__)
@@ -419,7 +430,9 @@ class LocalBrain:
             text = early[1]  # the early transcript of this pause, done just before: the same
         if text is None:
             try:
-                text = await self._speech.transcribe(job.audio, language=self.options.language)
+                text = await self._speech.transcribe(
+                    job.audio, language=self.options.language, prompt=self._hint_prompt()
+                )
             except ProviderError as exc:
                 if job.force or (not job.early and job.epoch == self._epoch and self._open):
                     self._close_turn()
@@ -503,7 +516,9 @@ class LocalBrain:
                 return  # "dạ", "vâng" over the agent: it keeps talking, no turn
             await events.barge_in()
         await events.transcript(text, final=True)
-        await self._say(events, await self._responder.respond(text))
+        # A graph conversation may confirm what a transcript makes it unsure of.
+        respond = getattr(self._responder, "respond_heard", None)
+        await self._say(events, await (respond or self._responder.respond)(text))
 
     def _close_turn(self) -> None:
         self._open = self._over_agent = False
@@ -528,6 +543,13 @@ class LocalBrain:
                     await events.barge_in()
         finally:
             self._checking = False
+
+    def _hint_prompt(self) -> str | None:
+        """What the conversation expects next, for Whisper (a responder may offer ``hints()``)."""
+        from ..speech.asr import hint_prompt
+
+        hints = getattr(self._responder, "hints", None)
+        return hint_prompt(hints()) if callable(hints) else None
 
     async def _say(self, events: BrainEvents, text: str, *, reply: bool = True) -> None:
         if text:

@@ -13,14 +13,17 @@ Whisper pads every call to a 30 s window, so a call costs about the same (~0.75 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,10 @@ __all__ = [
     "UtteranceStatistics",
     "assemble_whisper_base",
     "default_model_dir",
+    "echoes_prompt",
+    "hint_prompt",
+    "only_hints",
+    "sounds_alike",
 ]
 
 log = logging.getLogger(__name__)
@@ -198,6 +205,70 @@ def _window_frames(n_samples: int, pad_s: float | None) -> int | None:
     return frames + frames % 2
 
 
+#: A hint prompt's bound. Whisper keeps at most 223 tokens of prompt; Vietnamese costs
+#: about one token per two characters, and a short prompt pulls in fewer of its words.
+HINT_PROMPT_MAX_CHARS = 240
+
+
+def hint_prompt(hints: Iterable[str], *, max_chars: int = HINT_PROMPT_MAX_CHARS) -> str | None:
+    """Recognition hints as Whisper's prompt: ``"thứ Hai, thứ Ba, ngày mai."``.
+
+    The phrases in order, as many as fit in ``max_chars``; None without any. Given
+    as ``initial_prompt`` rather than ``hotwords``: in faster-whisper 1.2 both become
+    the same tokens after ``<|startofprev|>``, and the prompt also reaches the short
+    window path here.
+    """
+    parts: list[str] = []
+    size = 0
+    for hint in hints:
+        hint = " ".join(hint.split()).strip(" ,.")
+        if not hint:
+            continue
+        if size + len(hint) + 2 > max_chars:
+            break
+        parts.append(hint)
+        size += len(hint) + 2
+    return ", ".join(parts) + "." if parts else None
+
+
+def _items(text: str) -> list[str]:
+    return [" ".join(part.lower().split()) for part in text.replace(".", ",").split(",")]
+
+
+def echoes_prompt(text: str, prompt: str, *, at_least: int = 3) -> bool:
+    """The transcript is the prompt written out: ``at_least`` of the prompt's phrases
+    stand as phrases of their own in it ("Tôi tên là, Nguyễn, Trần, Lê, ...")."""
+    hints = {item for item in _items(prompt) if item}
+    return len(hints.intersection(_items(text))) >= at_least
+
+
+def only_hints(text: str, prompt: str) -> bool:
+    """Every phrase of the transcript is one of the prompt's (and there is one)."""
+    hints = {item for item in _items(prompt) if item}
+    said = [item for item in _items(text) if item]
+    return bool(said) and all(item in hints for item in said)
+
+
+# Measured: right answers heard unprompted score 0.38-0.88 ("Phum Phô" for "đúng rồi");
+# noise is heard unprompted as nothing.
+_ALIKE = 0.35
+
+
+def _letters(text: str) -> str:
+    """Lower case, marks and punctuation off, numerals in words ("4" -> "bon")."""
+    from ..agent.vietnamese import say_number, strip_tones
+
+    words = []
+    for word in re.findall(r"\w+", text.lower()):
+        words.append(say_number(int(word)) if word.isdigit() and int(word) < 1000 else word)
+    return strip_tones(" ".join(words))
+
+
+def sounds_alike(a: str, b: str) -> float:
+    """How alike two transcripts are as letters, marks ignored: 0..1."""
+    return difflib.SequenceMatcher(None, _letters(a), _letters(b)).ratio()
+
+
 @dataclass(frozen=True, slots=True)
 class RecognizerStatistics:
     """Totals of one :class:`Recognizer`."""
@@ -264,10 +335,14 @@ class Recognizer:
             lambda: cls(model_dir, cpu_threads=cpu_threads, workers=workers, options=options)
         )
 
-    def transcribe_sync(self, audio: Audio, *, language: str = "vi") -> str:
+    def transcribe_sync(
+        self, audio: Audio, *, language: str = "vi", prompt: str | None = None
+    ) -> str:
         """Blocking transcription of mono 16 kHz audio (PCM16 bytes, int16 or float32).
 
-        Raises :class:`RecognizerError` when the model itself fails.
+        ``prompt`` (this call's recognition hints, see :func:`hint_prompt`) replaces
+        the options' ``initial_prompt`` for this call. Raises :class:`RecognizerError`
+        when the model itself fails.
         """
         samples = pcm16_to_float32(audio)
         seconds = len(samples) / SAMPLE_RATE
@@ -277,7 +352,23 @@ class Recognizer:
         try:
             if len(samples) < SAMPLE_RATE // 10:  # < 100 ms: nothing Whisper can read
                 return ""
-            return self._run_model(samples, language)
+            if prompt is None:
+                prompt = self.options.initial_prompt
+            text = self._run_model(samples, language, prompt or None)
+            if prompt and echoes_prompt(text, prompt):
+                # Whisper wrote out its prompt (it does on short or unclear speech):
+                # those are not words the caller said. What it hears unprompted is.
+                log.debug("transcript echoes its prompt: decoding again without it")
+                return str(self._run_model(samples, language, None))
+            if prompt and only_hints(text, prompt):
+                # Nothing but hint phrases: the answer said, or the prompt heard in a
+                # hum or a click (measured: "Vâng, đúng rồi," from 1 s of hum). Kept
+                # only if what Whisper hears unprompted sounds like it.
+                unprompted = self._run_model(samples, language, None)
+                if sounds_alike(unprompted, text) < _ALIKE:
+                    log.debug("hinted transcript not borne out unprompted: %r", unprompted)
+                    return str(unprompted)
+            return text
         except Exception as exc:
             # Mapped at the boundary, not swallowed: the caller decides what the room hears.
             with self._lock:
@@ -291,12 +382,14 @@ class Recognizer:
                 self._audio += seconds
                 self._compute += elapsed
 
-    def _run_model(self, samples: npt.NDArray[np.float32], language: str) -> str:
+    def _run_model(
+        self, samples: npt.NDArray[np.float32], language: str, prompt: str | None
+    ) -> str:
         """One model call: a short window, or faster-whisper's own 30 s path."""
         opts = self.options
         window_frames = _window_frames(len(samples), opts.window_pad_s)
         if window_frames is not None:
-            return self._transcribe_window(samples, language, window_frames)
+            return self._transcribe_window(samples, language, window_frames, prompt)
         segments, _info = self.model.transcribe(
             samples,
             language=language,
@@ -305,22 +398,23 @@ class Recognizer:
             no_repeat_ngram_size=opts.no_repeat_ngram_size,
             condition_on_previous_text=opts.condition_on_previous_text,
             without_timestamps=opts.without_timestamps,
-            initial_prompt=opts.initial_prompt,
+            initial_prompt=prompt,
             vad_filter=False,
         )
         return " ".join(text for segment in segments if (text := segment.text.strip()))
 
     def _transcribe_window(
-        self, samples: npt.NDArray[np.float32], language: str, frames: int
+        self, samples: npt.NDArray[np.float32], language: str, frames: int, prompt: str | None
     ) -> str:
         """One greedy/beam pass over a window just long enough for the audio."""
         model = self.model
         features = pad_or_trim(model.feature_extractor(samples), frames)
         tokenizer = self._tokenizer(language)
         opts = self.options
-        previous = (
-            tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-        )
+        # faster-whisper's own path puts an initial_prompt (and hotwords, which are
+        # the same tokens in the same place) after <|startofprev|>, bounded to half
+        # the decoder's context: the same here.
+        previous = tokenizer.encode(" " + prompt.strip()) if prompt else []
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
         result = model.model.generate(
             model.encode(features),
@@ -346,12 +440,18 @@ class Recognizer:
         return tokenizer
 
     async def transcribe(
-        self, audio: Audio, *, language: str = "vi", limiter: trio.CapacityLimiter | None = None
+        self,
+        audio: Audio,
+        *,
+        language: str = "vi",
+        prompt: str | None = None,
+        limiter: trio.CapacityLimiter | None = None,
     ) -> str:
         """Transcribe mono 16 kHz audio in a worker thread; ``limiter`` defaults to the
         recognizer's own. Cancelling waits for the running call (~1 s at most)."""
         return await trio.to_thread.run_sync(
-            lambda: self.transcribe_sync(audio, language=language), limiter=limiter or self.limiter
+            lambda: self.transcribe_sync(audio, language=language, prompt=prompt),
+            limiter=limiter or self.limiter,
         )
 
     def statistics(self) -> RecognizerStatistics:
