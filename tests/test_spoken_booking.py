@@ -160,7 +160,9 @@ async def run_call(server: Any, tts: EspeakTts, call: Call) -> None:
             for _ in range(MAX_TURNS):
                 assert said is not None
                 mark = len(talk.events)
-                await talk.speak(await tts.synthesize(said, options=options), after_s=1.2)
+                # A microphone sends silence too: 2 s of it after the words, more than the
+                # longest wait at a pause that sounds unfinished (VAD_MAX_END_SILENCE_MS).
+                await talk.speak(await tts.synthesize(said, options=options), after_s=2.0)
                 reply = await hear_reply(talk, mark)
                 heard = [e["text"] for e in talk.events[mark:] if e["type"] == "input.transcript"
                          and e["final"]]  # fmt: skip

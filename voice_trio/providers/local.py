@@ -376,8 +376,7 @@ class LocalBrain:
         self._silence_from = 0  # where the current pause began (16 kHz samples)
         # A turn waiting after a pause: (epoch, release at sample, its transcript).
         self._held: tuple[int, int, str] | None = None
-        # The early transcript of a pause, (epoch, text), and the epoch it was asked for.
-        self._early: tuple[int, str] | None = None
+        # The epoch the early transcript of a pause was asked for.
         self._early_epoch = -1
         # The turn began over the agent's speech and has not (yet) interrupted it.
         self._over_agent = False
@@ -424,20 +423,18 @@ class LocalBrain:
 
     async def _final(self, events: BrainEvents, job: Final) -> None:
         """A pause in the turn (or its commit): transcribe, then end it or wait for more."""
-        text = None
-        early = self._early
-        if not (job.early or job.force) and early is not None and early[0] == job.epoch:
-            text = early[1]  # the early transcript of this pause, done just before: the same
-        if text is None:
-            try:
-                text = await self._speech.transcribe(
-                    job.audio, language=self.options.language, prompt=self._hint_prompt()
-                )
-            except ProviderError as exc:
-                if job.force or (not job.early and job.epoch == self._epoch and self._open):
-                    self._close_turn()
-                    await events.error(exc.code, exc.message)
-                return
+        # The end of the pause is transcribed afresh, not taken from the early transcript:
+        # an early clip's transcript of a short answer differs (a spoken booking went
+        # from 4 of 4 callers to 2 of 4 when it was reused).
+        try:
+            text = await self._speech.transcribe(
+                job.audio, language=self.options.language, prompt=self._hint_prompt()
+            )
+        except ProviderError as exc:
+            if job.force or (not job.early and job.epoch == self._epoch and self._open):
+                self._close_turn()
+                await events.error(exc.code, exc.message)
+            return
         if job.force:
             await self._end(events, text)
             return
@@ -448,8 +445,7 @@ class LocalBrain:
         wait = self._wait_after(text)
         if job.early:
             if wait > self._short_silence or not self._in_speech:
-                self._early = (job.epoch, text)  # the VAD's end of speech decides
-                return
+                return  # the VAD's end of speech decides
             # Complete: the turn ends now, a little before the VAD would have said so.
             await self._vad.wait_idle()  # the detector is changed below, not in a worker
             if job.epoch != self._epoch or not self._in_speech:
