@@ -535,12 +535,24 @@ async def test_a_room_whose_recognizer_fails_says_so_and_goes_on(
                     await talk.speak(speech, before_s=0.3, after_s=0.3)
                     await client.send_json(type="commit_audio")
                     error = await talk.wait_for("error")
-                    assert error == {
-                        "type": "error",
-                        "code": "asr_failed",
-                        "message": "speech recognition failed on that turn; please say it again",
-                        "fatal": False,
-                    }
+                    # The pause's early recognition may fail first (silently: it is only a
+                    # look-ahead) and open the breaker: the turn is then refused as unavailable.
+                    assert error in (
+                        {
+                            "type": "error",
+                            "code": "asr_failed",
+                            "message": "speech recognition failed on that turn; "
+                            "please say it again",
+                            "fatal": False,
+                        },
+                        {
+                            "type": "error",
+                            "code": "asr_unavailable",
+                            "message": "speech recognition is failing; please type instead, "
+                            "or try again in 30 s",
+                            "fatal": False,
+                        },
+                    ), error
                     figures = await metrics(server)
                     assert figures['voice_trio_upstream_errors_total{provider="asr"}'] == 1
                     assert figures['voice_trio_circuit_open{provider="asr"}'] == 1
