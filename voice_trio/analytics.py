@@ -21,6 +21,7 @@ every field. No event holds a transcript's text, a token, a secret or audio.
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -145,15 +146,16 @@ def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
     return []
 
 
-class Sink:
+class Sink(abc.ABC):
     """Where a stream's events go. ``send`` returns how many of the batch were lost."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         await trio.sleep_forever()
 
+    @abc.abstractmethod
     async def send(self, batch: list[tuple[str, bytes]]) -> int:
-        raise NotImplementedError
+        """Deliver ``batch`` ((key, event) pairs); how many of them were lost."""
 
 
 class EventStream(QueueRecorder):

@@ -12,6 +12,7 @@ Times are wall-clock seconds since the epoch (``time.time()``), as stored.
 
 from __future__ import annotations
 
+import abc
 from typing import Literal, Protocol
 
 import msgspec
@@ -138,13 +139,14 @@ class Recorder(Protocol):
 Record = RoomOpened | UserTurn | AssistantTurn | ErrorRecord | RoomClosed
 
 
-class QueueRecorder:
+class QueueRecorder(abc.ABC):
     """A recorder that puts every record, whatever its kind, in one queue (:meth:`put`)."""
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def put(self, record: Record) -> None:
-        raise NotImplementedError
+        """Enqueue ``record`` (never block, never raise)."""
 
     def room_opened(self, record: RoomOpened) -> None:
         self.put(record)
