@@ -365,3 +365,65 @@ async def test_a_real_rooms_conversation_is_read_back_as_heard(tmp_path: Path) -
     assert len(reply["text"].split()) < 10  # what was heard, not all of it
     assert found["usage"]["interrupts"] == 1 and found["usage"]["responses"] == 1
     assert found["close_code"] == 1005  # the client closed it
+
+
+class _SpokenAtOnceApp(VoiceTrioApp):
+    """A real room whose brain makes a reply's 3 s of audio at once, as a fast voice does:
+    the response is done (all its audio queued) long before the client has played it."""
+
+    def make_brain(self, session: Any) -> Any:
+        from .test_room_parts import StoryBrain
+
+        class AtOnce(StoryBrain):
+            async def _speak(self, turn: Any) -> None:
+                for _ in range(30):
+                    await turn.audio(bytes(4800))
+                await turn.finish()
+
+        return AtOnce(session.options)
+
+
+async def test_a_reply_cut_while_it_still_plays_is_recorded_once_as_heard(
+    tmp_path: Path, redis: Any
+) -> None:
+    """In the store, the analytics stream and the session kept for resume: one record of
+    the response, as heard (a done one cut later amends its record, it is not a second)."""
+    from .test_analytics import read_stream
+
+    db, stream = tmp_path / "t.sqlite3", "at-once:events"
+    async with running_server(
+        app_class=_SpokenAtOnceApp, transcript_db_path=str(db), ws_tts_chunk_bytes=4800,
+        analytics_sink="redis", analytics_redis_url=redis.url, analytics_stream=stream,
+    ) as server:  # fmt: skip
+        async with server.connect("at-once") as client:
+            await client.send_json(type="text", text="kể đi")
+            events, _ = await client.until("response.done")
+            assert events[-1]["status"] == "completed"  # all of it was made and sent
+            # The client has played 300 ms of its 3 s when the user cuts it.
+            await client.send_json(type="interrupt", played_ms=300)
+            await client.expect("interrupted")
+            await client.send_json(type="text", text="thôi")
+            await client.until("response.done")
+            heard = list(server.app.rooms["at-once"].session.heard or ())
+        found = await poll_session(server, "at-once")
+        with trio.fail_after(30):
+            while not any(e["type"] == "room.closed" for e in await read_stream(redis.url, stream)):
+                await trio.sleep(0.05)
+        events = await read_stream(redis.url, stream)
+    transcript = found["transcript"]
+    assert [(t["role"], t["status"]) for t in transcript] == [
+        ("user", "completed"),
+        ("assistant", "interrupted"),
+        ("user", "completed"),
+        ("assistant", "completed"),
+    ], transcript
+    cut = transcript[1]
+    assert cut["heard_ms"] == 300 and cut["audio_ms"] == 3000
+    assert cut["full_text"].startswith(cut["text"]) and len(cut["text"]) < len(cut["full_text"])
+    assert found["usage"]["responses"] == 2 and found["usage"]["interrupts"] == 1
+    assert [role for role, _ in heard] == ["user", "assistant", "user", "assistant"]
+    assert heard[1][1] == cut["text"]
+    replies = [e for e in events if e["type"] == "turn.completed" and e["role"] == "assistant"]
+    (interrupt,) = [e for e in events if e["type"] == "interrupt"]
+    assert [e["response_id"] for e in replies] == ["resp_1", "resp_2"]
+    assert interrupt["response_id"] == "resp_1" and interrupt["heard_ms"] == 300

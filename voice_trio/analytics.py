@@ -59,7 +59,8 @@ def _ms(seconds: float) -> float:
 
 
 def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
-    """The events of one record (an interrupted response is two: its turn and the interrupt)."""
+    """The events of one record (an interrupted response is two: its turn and the interrupt;
+    one cut after it was done and recorded, only the interrupt)."""
     if isinstance(record, RoomOpened):
         return [
             {
@@ -101,24 +102,30 @@ def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
             }
         ]
     if isinstance(record, AssistantTurn):
-        events = [
-            {
-                "type": "turn.completed",
-                "session_id": record.session_id,
-                "instance_id": instance_id,
-                "ts": record.ended_at,
-                "role": "assistant",
-                "response_id": record.response_id,
-                "status": record.status,
-                "ttfa_ms": record.ttfa_ms,
-                "stages_ms": None if record.stages is None else msgspec.to_builtins(record.stages),
-                "duration_ms": _ms(record.ended_at - record.started_at),
-                "audio_ms": record.audio_ms,
-                "heard_ms": record.heard_ms,
-                "chars": len(record.full_text),
-                "heard_chars": len(record.text),
-            }
-        ]
+        events = (
+            []
+            if record.amends
+            else [
+                {
+                    "type": "turn.completed",
+                    "session_id": record.session_id,
+                    "instance_id": instance_id,
+                    "ts": record.ended_at,
+                    "role": "assistant",
+                    "response_id": record.response_id,
+                    "status": record.status,
+                    "ttfa_ms": record.ttfa_ms,
+                    "stages_ms": None
+                    if record.stages is None
+                    else msgspec.to_builtins(record.stages),
+                    "duration_ms": _ms(record.ended_at - record.started_at),
+                    "audio_ms": record.audio_ms,
+                    "heard_ms": record.heard_ms,
+                    "chars": len(record.full_text),
+                    "heard_chars": len(record.text),
+                }
+            ]
+        )
         if record.status == "interrupted":
             events.append(
                 {

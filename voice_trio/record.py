@@ -96,6 +96,9 @@ class AssistantTurn(msgspec.Struct, frozen=True, kw_only=True):
     ttfa_ms: float | None = None
     #: The stages of that time (None: not a reply, or no audio).
     stages: TurnStages | None = None
+    #: It corrects the earlier record of this response (recorded as heard whole when
+    #: all its audio was made, then cut while that audio still played).
+    amends: bool = False
 
 
 class ErrorRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -80,6 +80,20 @@ class Session:
         while len(heard) > HEARD_TURNS_MAX or self._heard_chars > HEARD_CHARS_MAX:
             self._heard_chars -= len(heard.popleft()[1])
 
+    def amend_heard(self, role: str, was: str, now: str) -> None:
+        """The latest turn of ``role`` heard as ``was`` was heard only as ``now`` (cut)."""
+        heard = self.heard
+        if heard is None:
+            return
+        for i in range(len(heard) - 1, -1, -1):
+            if heard[i] == (role, was):
+                self._heard_chars -= len(was) - len(now)
+                if now:
+                    heard[i] = (role, now)
+                else:
+                    del heard[i]
+                return
+
     def snapshot(self) -> bytes | None:
         """What resume keeps of it (JSON), or None when its conversation cannot be kept."""
         conversation = None

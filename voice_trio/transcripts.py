@@ -258,6 +258,14 @@ class TranscriptStore:
                         (record.session_id, record.text, record.source, record.started_at,
                          record.ended_at),
                     )  # fmt: skip
+                elif isinstance(record, AssistantTurn) and record.amends:
+                    conn.execute(  # cut after it was recorded whole: that row, as heard
+                        "UPDATE turns SET text = ?, status = ?, ended_at = ?, audio_ms = ?,"
+                        " heard_ms = ? WHERE id = (SELECT max(id) FROM turns WHERE"
+                        " session_id = ? AND response_id = ?)",
+                        (record.text, record.status, record.ended_at, record.audio_ms,
+                         record.heard_ms, record.session_id, record.response_id),
+                    )  # fmt: skip
                 elif isinstance(record, AssistantTurn):
                     conn.execute(
                         "INSERT INTO turns (session_id, role, text, status, response_id,"

@@ -133,14 +133,27 @@ class Minutes:
             )
         )
 
-    def response(self, turn: RoomTurn, heard_ms: int | None = None) -> None:
-        """A response ended, heard whole (``heard_ms`` None) or cut at ``heard_ms``."""
-        self.responses += 1
+    def response(
+        self, turn: RoomTurn, heard_ms: int | None = None, *, amends: bool = False
+    ) -> None:
+        """A response ended, heard whole (``heard_ms`` None) or cut at ``heard_ms``.
+
+        ``amends``: it was recorded as heard whole (done, its audio still playing) and
+        has been cut since; this record replaces that one.
+        """
         full = "".join(turn.text)
         sent_ms = turn.sent_ms
+        if heard_ms is None:  # done: all its audio is queued and goes out (some may not be yet)
+            sent_ms = max(sent_ms, turn.queued_bytes * 1000 // (2 * OUTPUT_SAMPLE_RATE))
         heard = sent_ms if heard_ms is None else heard_ms
         text = full if heard_ms is None else text_heard(full, heard, turn)
-        self._heard("assistant", text)
+        if amends:
+            self.session.amend_heard("assistant", full, text)
+            if self.keeper is not None:
+                self.keeper.mark(self.session)
+        else:
+            self.responses += 1
+            self._heard("assistant", text)
         now, wall = trio.current_time(), time.time()
         self.recorder.assistant_turn(
             AssistantTurn(
@@ -155,6 +168,7 @@ class Minutes:
                 heard_ms=heard,
                 ttfa_ms=turn.ttfa_ms,
                 stages=turn.stages,
+                amends=amends,
             )
         )
 

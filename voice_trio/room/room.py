@@ -428,7 +428,7 @@ class Room:
         self.minutes.interrupts += 1
         self.metrics.interrupts += 1
         await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *turn.cut())
-        self.minutes.response(turn, heard)
+        turn.record(heard)
         if (brain := self.upstream.brain) is not None:
             await brain.cancel_response(turn.response_id, played_ms=heard)
 
@@ -438,4 +438,4 @@ class Room:
         if turn is not None and not turn.ended:
             heard = turn.played_ms_estimate()
             await self.outbox.put_together(*turn.cut())
-            self.minutes.response(turn, heard)
+            turn.record(heard)

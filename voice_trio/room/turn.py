@@ -65,6 +65,7 @@ class RoomTurn:
         "first_text_at",
         "stages",
         "voice_done",
+        "recorded",
         "_voice_tx",
         "_held_since",
     )
@@ -102,6 +103,8 @@ class RoomTurn:
         self.stages: TurnStages | None = None
         #: Set once the voice has finished with this turn (None: no voice yet).
         self.voice_done: trio.Event | None = None
+        #: Handed to the minutes (once, as heard: see record()).
+        self.recorded = False
         self._voice_tx: trio.MemorySendChannel[str] | None = None
         self._held_since = 0.0
 
@@ -198,6 +201,20 @@ class RoomTurn:
         self.chunker.clear()
         return [] if was_ended else self._closing_events()
 
+    def record(self, heard_ms: int | None = None) -> None:
+        """Hand it to the room's minutes as the user heard it: whole (``heard_ms`` None)
+        or cut at ``heard_ms``.
+
+        A response is recorded once, when it is done or cut. One done (all its audio
+        made) and then cut while its audio still played is recorded again as cut,
+        amending the first record, not as a second response.
+        """
+        if not self.recorded:
+            self.recorded = True
+            self.room.minutes.response(self, heard_ms)
+        elif heard_ms is not None:
+            self.room.minutes.response(self, heard_ms, amends=True)
+
     # ------------------------------------------------------------------ private
 
     def _closing_events(self) -> list[Any]:
@@ -217,7 +234,7 @@ class RoomTurn:
             await self._queue_audio(rest)
         self.state = TurnState.DONE
         await self.room.outbox.put_together(*self._closing_events())
-        self.room.minutes.response(self)
+        self.record()
 
     def _start_voice(self, voice: Voice) -> None:
         send, receive = trio.open_memory_channel[str](_VOICE_TEXT_MAX)
