@@ -111,8 +111,8 @@ class Turns(Conversation):
     async def speech_stopped(self) -> None:
         self.log.append(("speech_stopped",))
 
-    async def transcript(self, text: str, *, final: bool) -> None:
-        self.log.append(("final" if final else "partial", text))
+    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
+        self.log.append(("joined" if joined else "final" if final else "partial", text))
 
     async def barge_in(self) -> None:
         self.log.append(("barge_in",))
@@ -127,7 +127,7 @@ class Turns(Conversation):
         self.log.append(("error", code))
 
     def finals(self) -> list[str]:
-        return [e[1] for e in self.log if e[0] == "final"]
+        return [e[1] for e in self.log if e[0] in ("final", "joined")]
 
 
 @asynccontextmanager
@@ -321,3 +321,67 @@ async def test_a_real_sentence_over_the_agent_cuts_it_while_it_is_said(
             final = await talk.wait_for("input.transcript", final=True)
             assert "xin chào" in final["text"].lower()
             assert await server.metric("voice_trio_interrupts_total") == 1
+
+
+async def test_speech_after_a_turn_ended_but_before_its_reply_was_heard_joins_it(
+    local_speech, tmp_path
+) -> None:
+    """The turn ended and was answered, but the user went on before hearing the answer:
+    the answer is dropped unheard, and the whole turn gets one final transcript (which
+    replaces the first) and one answer; in the store, one user turn."""
+    from .test_transcripts import poll_session
+
+    first, second = espeak("Xin chào."), espeak("Tôi muốn đặt lịch hẹn vào thứ hai.")
+    fields = {"agent_greeting": False, "transcript_db_path": str(tmp_path / "t.sqlite3")}
+    with trio.fail_after(120):
+        async with local_room(local_speech, tmp_path / "join.sqlite3", "join", **fields) as (
+            server, talk,
+        ):  # fmt: skip
+            await talk.speak(at_24k(first), before_s=0.5, after_s=0.0)
+            frame = bytes(4800)
+            # Silence, as a microphone sends it, until the turn's final transcript is out;
+            # then the user goes on at once (before any of the answer can be heard).
+            start = trio.current_time()
+            n = 0
+            while not any(e["type"] == "input.transcript" and e["final"] for e in talk.events):
+                await trio.sleep_until(start + n * 0.1)
+                await talk.client.send_audio(frame)
+                n += 1
+            ended = next(e for e in talk.events if e["type"] == "input.transcript" and e["final"])
+            await talk.speak(at_24k(second), before_s=0.0, after_s=2.5)
+            joined = await talk.wait_for("input.transcript", final=True, joined=True)
+            after = talk.events.index(joined)
+            answer = await talk.wait_for("response.started", after=after)
+            done = await talk.wait_for("response.done", response_id=answer["response_id"])
+            interrupts = await server.metric("voice_trio_interrupts_total")
+            with trio.fail_after(30):
+                while True:
+                    found = await poll_session(server, "join", until="transcript")
+                    if sum(t["role"] == "assistant" for t in found["transcript"]) >= 2:
+                        break
+                    await trio.sleep(0.1)
+    assert "xin chào" in ended["text"].lower() and "joined" not in ended
+    text = joined["text"].lower()
+    assert "xin chào" in text and "lịch hẹn" in text, text
+    # The answer to the first part was dropped unheard (as an interrupt, for the client),
+    # before the joined transcript; it is not counted as a barge-in.
+    dropped = [e for e in talk.events[:after] if e["type"] == "response.started"]
+    assert len(dropped) == 1, talk.kinds()
+    rid = dropped[0]["response_id"]
+    kinds = [e["type"] for e in talk.events if e.get("response_id") == rid]
+    # `interrupted` tells the client to drop what it holds of it: after its
+    # response.done if the voice had made all of it already, else before.
+    assert "interrupted" in kinds and "response.done" in kinds, kinds
+    assert talk.events.index(joined) > max(
+        i for i, e in enumerate(talk.events) if e.get("response_id") == rid
+    )
+    assert done["status"] == "completed"
+    assert interrupts == 0
+    # One final transcript stands: the conversation answered the whole turn once.
+    finals = [e for e in talk.events if e["type"] == "input.transcript" and e["final"]]
+    assert finals == [ended, joined]
+    user = [t for t in found["transcript"] if t["role"] == "user"]
+    assert [t["text"] for t in user] == [joined["text"]]
+    cut, answered = [t for t in found["transcript"] if t["role"] == "assistant"]
+    assert cut["status"] == "interrupted" and cut["heard_ms"] == 0 and cut["text"] == ""
+    assert answered["status"] == "completed" and answered["text"]

@@ -87,20 +87,24 @@ def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
             }
         ]
     if isinstance(record, UserTurn):
-        return [
-            {
-                "type": "turn.completed",
-                "session_id": record.session_id,
-                "instance_id": instance_id,
-                "ts": record.ended_at,
-                "role": "user",
-                "source": record.source,
-                "speech_ms": None
-                if record.started_at is None
-                else _ms(record.ended_at - record.started_at),
-                "chars": len(record.text),
-            }
-        ]
+        return (
+            []
+            if record.amends
+            else [
+                {
+                    "type": "turn.completed",
+                    "session_id": record.session_id,
+                    "instance_id": instance_id,
+                    "ts": record.ended_at,
+                    "role": "user",
+                    "source": record.source,
+                    "speech_ms": None
+                    if record.started_at is None
+                    else _ms(record.ended_at - record.started_at),
+                    "chars": len(record.text),
+                }
+            ]
+        )
     if isinstance(record, AssistantTurn):
         events = (
             []

@@ -114,9 +114,12 @@ class InputSpeechStopped(_Out, tag="input.speech_stopped"):
     pass
 
 
-class InputTranscript(_Out, tag="input.transcript"):
+class InputTranscript(_Out, tag="input.transcript", omit_defaults=True):
     text: str
     final: bool
+    #: This final transcript is of the whole turn the previous final one began (the
+    #: user went on before hearing its reply, which was dropped): it replaces it.
+    joined: bool = False
 
 
 class ResponseStarted(_Out, tag="response.started"):

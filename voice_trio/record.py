@@ -51,6 +51,9 @@ class UserTurn(msgspec.Struct, frozen=True, kw_only=True):
     #: When the user started speaking (None: not known, e.g. typed text).
     started_at: float | None
     ended_at: float
+    #: It is the whole of the turn the last user record began (the user went on before
+    #: hearing its reply): it replaces that record.
+    amends: bool = False
 
 
 class TurnStages(msgspec.Struct, frozen=True, kw_only=True):

@@ -251,7 +251,13 @@ class TranscriptStore:
         closed: list[tuple[str, float, Usage]] = []
         with conn:
             for record in records:
-                if isinstance(record, UserTurn):
+                if isinstance(record, UserTurn) and record.amends:
+                    conn.execute(  # the whole of the turn that row began
+                        "UPDATE turns SET text = ?, started_at = ?, ended_at = ? WHERE id ="
+                        " (SELECT max(id) FROM turns WHERE session_id = ? AND role = 'user')",
+                        (record.text, record.started_at, record.ended_at, record.session_id),
+                    )
+                elif isinstance(record, UserTurn):
                     conn.execute(
                         "INSERT INTO turns (session_id, role, text, status, source, started_at,"
                         " ended_at) VALUES (?, 'user', ?, 'completed', ?, ?, ?)",

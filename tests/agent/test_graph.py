@@ -317,3 +317,24 @@ async def test_hints_follow_the_node_and_the_conversation() -> None:
 
 async def _bye(conversation: Conversation, utterance: Utterance) -> str:
     return "bye"
+
+
+async def test_a_turn_is_rewound_unless_a_tool_ran_in_it() -> None:
+    """What the embedded brain does when a user goes on before hearing the reply."""
+    conv = build().conversation(session_id="rw")
+    before = conv.checkpoint()
+    assert before is not None
+    assert (await conv.handle_transcript("Đếm đi")).node == "counting"
+    revision = conv.revision
+    assert conv.rewind(before)
+    assert conv.node.name == "start" and conv.turns == 0 and conv.history == ()
+    assert conv.revision > revision  # the model's session fields change back too
+    # The whole turn is then answered as one, from where it began.
+    assert (await conv.handle_transcript("Đếm đi, rồi cộng")).node == "counting"
+    # A turn that called a tool is not forgotten: what the tool did stays done.
+    conv = build().conversation(session_id="rw2")
+    before = conv.checkpoint()
+    assert before is not None
+    assert (await conv.handle_transcript("cộng 2 với 3")).text == "tổng là 5"
+    assert not conv.rewind(before)
+    assert conv.slots["sum"] == 5 and conv.turns == 1

@@ -33,6 +33,7 @@ action or a tool's handler (which wins over the other two).
 from __future__ import annotations
 
 import collections
+import copy
 import datetime as dt
 import logging
 import re
@@ -48,6 +49,7 @@ from .vietnamese import Utterance
 
 __all__ = [
     "ArgumentError",
+    "Checkpoint",
     "Conversation",
     "ConversationStatistics",
     "Graph",
@@ -420,6 +422,17 @@ class HistoryEntry:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A conversation's state before a turn (:meth:`Conversation.checkpoint`)."""
+
+    node: Node
+    slots: dict[str, Any]
+    history: tuple[HistoryEntry, ...]
+    turns: int
+    tool_calls: int
+
+
 class Conversation:
     """One room's state on a :class:`Graph`, and the dispatcher of its events.
 
@@ -479,6 +492,33 @@ class Conversation:
     def record(self, role: str, text: str) -> None:
         """Add to the history what was said elsewhere (the Azure brain's transcripts)."""
         self._history.append(HistoryEntry(role, text))
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Its state before a turn, to :meth:`rewind` to (None: its slots cannot be copied)."""
+        try:
+            slots = copy.deepcopy(self.slots)
+        except Exception:  # a slot of the graph's own kind that does not copy
+            return None
+        return Checkpoint(self._node, slots, tuple(self._history), self._turns, self._tool_calls)
+
+    def rewind(self, checkpoint: Checkpoint) -> bool:
+        """Back to ``checkpoint``, as if the turns since were not taken: True when done.
+
+        Refused (False) when a tool was called since: what a tool did (a booking
+        made) is not undone by forgetting it. The embedded brain rewinds when the
+        user went on speaking before hearing the reply to what turned out to be only
+        the first part of a turn.
+        """
+        if self._tool_calls != checkpoint.tool_calls:
+            return False
+        if self._node is not checkpoint.node:
+            self._node = checkpoint.node
+            self.revision += 1  # the model's session fields may change back
+        self.slots = checkpoint.slots
+        self._history.clear()
+        self._history.extend(checkpoint.history)
+        self._turns = checkpoint.turns
+        return True
 
     # ----------------------------------------------------------- resume
 

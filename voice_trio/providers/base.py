@@ -60,7 +60,10 @@ class BrainEvents(Protocol):
 
     async def speech_stopped(self) -> None: ...
 
-    async def transcript(self, text: str, *, final: bool) -> None: ...
+    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
+        """What the user said; ``joined``: a final transcript of the whole turn the last
+        final one began (the user went on before hearing its reply)."""
+        ...
 
     async def barge_in(self) -> None:
         """The brain heard the user start speaking: interrupt the agent if it speaks."""

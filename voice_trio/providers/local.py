@@ -291,6 +291,28 @@ class Check:
     audio: Float32Array
 
 
+@dataclass(slots=True)
+class Answered:
+    """A spoken turn the brain ended and answered, until its reply is heard: speech
+    that starts before that joins it (one turn, one final transcript)."""
+
+    audio: Float32Array  # the turn's audio, to be heard again with what follows
+    at: float  # when it ended (the clock)
+    checkpoint: Any  # the conversation before it (Conversation.checkpoint), or None
+    replied: bool = False  # its reply was opened (start_response)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """The user went on speaking before hearing the reply to ``answered``: drop the
+    reply, rewind the conversation, and let the turn go on."""
+
+    answered: Answered
+    turn_no: int  # the reopened turn
+    #: Samples of the reopened utterance that are the old turn's (and the gap after it).
+    joined_samples: int
+
+
 @dataclass(frozen=True, slots=True)
 class TypedText:
     """A typed user turn, answered as it is."""
@@ -298,7 +320,7 @@ class TypedText:
     text: str
 
 
-_Job = Partial | Final | Release | Check | TypedText
+_Job = Partial | Final | Release | Check | Join | TypedText
 
 # Of the longest pause (VAD_MAX_END_SILENCE_MS), what a turn the current step does
 # not understand (yet) waits: it may be half a sentence, or just not understood.
@@ -310,6 +332,13 @@ _EARLY_MS = 250.0
 # every _CHECK_EVERY_S, until it is words or the speech ends.
 _CHECK_EVERY_S = 0.3
 _CHECK_FIRST_S = 0.6  # longer than most backchannels ("ừ", "dạ": 0.3-0.6 s)
+# Speech that starts within this of a turn's end, before its reply was heard, joins it.
+_JOIN_WITHIN_S = 2.0
+# A reply whose sound began less than this before the user's speech did was not heard
+# by then: nobody reacts to a sound faster (the speech had begun in the user's head).
+_REACTION_S = 0.2
+# Silence put between the two parts of a joined turn for the recognizer.
+_JOIN_GAP_S = 0.3
 
 
 class LocalBrain:
@@ -389,6 +418,9 @@ class LocalBrain:
         # above its end threshold keeps speech going): the end of the user's speech, for
         # the reply's stages.
         self._voiced_at: float | None = None
+        # The last turn ended and answered, while speech may still join it.
+        self._answered: Answered | None = None
+        self._joined = False  # the open turn is a joined one (its final says so)
         self._jobs_tx, self._jobs_rx = trio.open_memory_channel[_Job](8)
         self._events: BrainEvents | None = None
 
@@ -410,7 +442,10 @@ class LocalBrain:
                         await self._end(events, text)
                 case Check():
                     await self._check(events, job)
+                case Join():
+                    await self._join(events, job)
                 case TypedText(text=text):
+                    self._answered = None  # a typed turn came between: speech is a new turn
                     await self._say(events, await self._responder.respond(text))
                 case _:
                     assert_never(job)
@@ -509,7 +544,8 @@ class LocalBrain:
         and its reply (or nothing, for noise or a backchannel said over the agent)."""
         from ..speech.turns import is_backchannel
 
-        over_agent = self._over_agent
+        over_agent, joined = self._over_agent, self._joined
+        audio = self._utterance.audio().copy()  # heard again if the user goes on
         self._close_turn()
         if not text:
             return
@@ -520,13 +556,21 @@ class LocalBrain:
         turn_ended = getattr(events, "turn_ended", None)
         if turn_ended is not None:  # the room times the reply's stages from these marks
             turn_ended(speech_ended_at=self._voiced_at, at=at)
-        await events.transcript(text, final=True)
+        if joined:
+            await events.transcript(text, final=True, joined=True)
+        else:
+            await events.transcript(text, final=True)
+        checkpoint = getattr(self._responder, "checkpoint", None)
+        answered = Answered(audio, trio.current_time(), checkpoint() if checkpoint else None)
+        self._answered = answered  # until the reply is heard, more speech joins this turn
         # A graph conversation may confirm what a transcript makes it unsure of.
         respond = getattr(self._responder, "respond_heard", None)
-        await self._say(events, await (respond or self._responder.respond)(text))
+        reply = await (respond or self._responder.respond)(text)
+        answered.replied = bool(reply)
+        await self._say(events, reply)
 
     def _close_turn(self) -> None:
-        self._open = self._over_agent = False
+        self._open = self._over_agent = self._joined = False
         self._held = None
         self._epoch += 1
         self._utterance.reset()
@@ -549,6 +593,33 @@ class LocalBrain:
         finally:
             self._checking = False
 
+    async def _join(self, events: BrainEvents, job: Join) -> None:
+        """The user went on before hearing the reply to their last turn: one turn.
+
+        The conversation goes back to before that turn and the reply is dropped
+        unheard; the turn's final transcript will be of both parts. Unless a tool ran
+        in that turn (its effect is not undone): then its reply stands and the new
+        speech is a turn of its own.
+        """
+        answered = job.answered
+        rewind = getattr(self._responder, "rewind", None)
+        rewound = False
+        if answered.checkpoint is not None and callable(rewind):
+            rewound = bool(rewind(answered.checkpoint))
+        if not rewound:
+            if self._open and self._turn_no == job.turn_no:
+                rest = self._utterance.audio()[job.joined_samples :].copy()
+                self._utterance.reset()
+                self._utterance.append(rest)
+                speaking = getattr(events, "agent_speaking", None)
+                self._over_agent = bool(speaking and speaking())
+            return
+        self._joined = self._open and self._turn_no == job.turn_no
+        if answered.replied:
+            drop = getattr(events, "drop_reply", None)
+            if drop is not None:
+                await drop()
+
     def _hint_prompt(self) -> str | None:
         """What the conversation expects next, for Whisper (a responder may offer ``hints()``)."""
         from ..speech.asr import hint_prompt
@@ -567,6 +638,8 @@ class LocalBrain:
     async def send_audio(self, pcm: bytes, *, rate: int = OUTPUT_SAMPLE_RATE) -> None:
         events = self._require_events()
         arrived = trio.current_time()
+        if self._answered is not None and arrived - self._answered.at > _JOIN_WITHIN_S:
+            self._answered = None  # too late to join: its audio is let go
         samples = self._to_16k(pcm, rate)
         if not len(samples):
             return
@@ -584,7 +657,8 @@ class LocalBrain:
         appended = False
         for event in result.events:
             if event.kind == "speech_started":
-                appended = await self._speech_started(events, event.sample) or appended
+                onset_at = arrived - (self._heard - event.sample) / _SAMPLE_RATE
+                appended = await self._speech_started(events, event.sample, onset_at) or appended
             elif self._in_speech:
                 self._in_speech = False
                 self._silence_from = event.sample
@@ -621,19 +695,32 @@ class LocalBrain:
             if self._utterance.partial_due() and self._utterance.seconds >= 2.0:
                 self._offer(Partial(self._turn_no, self._utterance.take_partial()))
 
-    async def _speech_started(self, events: BrainEvents, sample: int) -> bool:
-        """Speech began; True when it opens a new turn (its audio, this frame's too, is in)."""
+    async def _speech_started(self, events: BrainEvents, sample: int, onset_at: float) -> bool:
+        """Speech began (at ``onset_at``, the clock); True when it opens a new turn (its
+        audio, this frame's too, is in)."""
         self._in_speech = True
         self._epoch += 1
         self._held = None
         if self._open:
             await events.speech_started()  # the user goes on after a pause: the same turn
             return False
+        answered, self._answered = self._answered, None
         self._open = True
         self._turn_no += 1
         self._checked_at = 0.0
         self._onset = sample
         self._utterance.reset()
+        if answered is not None and self._may_join(events, answered, onset_at):
+            # The user goes on before the reply was heard: the ended turn and this speech
+            # are heard as one (the job drops the reply and rewinds the conversation).
+            self._utterance.append(answered.audio)
+            self._utterance.append(np.zeros(int(_JOIN_GAP_S * _SAMPLE_RATE), np.float32))
+            joined = len(self._utterance.audio())
+            self._utterance.append(self._since(sample - int(_PREROLL_S * _SAMPLE_RATE)))
+            self._over_agent = False
+            await events.speech_started()
+            await self._jobs_tx.send(Join(answered, self._turn_no, joined))
+            return True
         self._utterance.append(self._since(sample - int(_PREROLL_S * _SAMPLE_RATE)))
         await events.speech_started()
         speaking = getattr(events, "agent_speaking", None)
@@ -642,6 +729,15 @@ class LocalBrain:
         else:
             self._over_agent = bool(speaking())
         return True
+
+    @staticmethod
+    def _may_join(events: BrainEvents, answered: Answered, onset_at: float) -> bool:
+        """Speech from ``onset_at`` joins the ``answered`` turn: soon enough after its end,
+        and before its reply could be heard (a room that cannot say: never)."""
+        heard_by = getattr(events, "reply_heard_by", None)
+        if heard_by is None or onset_at - answered.at > _JOIN_WITHIN_S:
+            return False
+        return not (answered.replied and heard_by(onset_at - _REACTION_S))
 
     def _to_16k(self, pcm: bytes, rate: int) -> Float32Array:
         """The frame as 16 kHz float32: as it is at 16 kHz, else through this rate's resampler.

@@ -41,7 +41,8 @@ class Minutes:
 
     __slots__ = (
         "session", "recorder", "keeper", "opened_at", "audio_in_s", "user_turns", "responses",
-        "interrupts", "heard_at", "_settings", "_speech_started_at",
+        "interrupts", "heard_at", "_settings", "_speech_started_at", "_last_user",
+        "_last_user_started",
     )  # fmt: skip
 
     def __init__(
@@ -63,6 +64,9 @@ class Minutes:
         self._speech_started_at: float | None = None
         #: When the last final transcript came (the clock): a reply's ASR stage ends there.
         self.heard_at: float | None = None
+        # The last user turn's text and start (a joined final transcript amends it).
+        self._last_user: str | None = None
+        self._last_user_started: float | None = None
 
     @property
     def session_id(self) -> str:
@@ -116,10 +120,23 @@ class Minutes:
     def speech_started(self) -> None:
         self._speech_started_at = trio.current_time()
 
-    def user_turn(self, text: str, source: Literal["voice", "text"]) -> None:
-        self.user_turns += 1
-        self._heard("user", text)
+    def user_turn(
+        self, text: str, source: Literal["voice", "text"], *, amends: bool = False
+    ) -> None:
+        """A user turn's final transcript or typed text; ``amends``: the whole of the last
+        one (the user went on before hearing its reply), which this record replaces."""
+        if amends and self._last_user is not None:
+            self.session.amend_heard("user", self._last_user, text)
+            if self.keeper is not None:
+                self.keeper.mark(self.session)
+        else:
+            amends = False
+            self.user_turns += 1
+            self._heard("user", text)
         started, self._speech_started_at = self._speech_started_at, None
+        if amends:
+            started = self._last_user_started  # the whole turn began with its first part
+        self._last_user, self._last_user_started = text, started
         now, wall = trio.current_time(), time.time()
         if source == "voice":
             self.heard_at = now
@@ -130,6 +147,7 @@ class Minutes:
                 source=source,
                 started_at=None if started is None else wall - (now - started),
                 ended_at=wall,
+                amends=amends,
             )
         )
 

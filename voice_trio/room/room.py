@@ -388,11 +388,12 @@ class Room:
 
     # ----------------------------------------------------------------- turns
 
-    async def transcript(self, text: str, *, final: bool) -> None:
-        """The brain heard the user (a partial or the final transcript of a turn)."""
-        await self.outbox.put(p.InputTranscript(text=text, final=final))
+    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
+        """The brain heard the user (a partial or the final transcript of a turn;
+        ``joined``: of the whole turn the last final transcript began)."""
+        await self.outbox.put(p.InputTranscript(text=text, final=final, joined=joined and final))
         if final and text.strip():
-            self.minutes.user_turn(text, "voice")
+            self.minutes.user_turn(text, "voice", amends=joined)
 
     async def start_response(self, *, reply: bool = True) -> RoomTurn:
         """A new response (the brain's ``start_response``); the one before it ends first."""
@@ -431,6 +432,16 @@ class Room:
         turn.record(heard)
         if (brain := self.upstream.brain) is not None:
             await brain.cancel_response(turn.response_id, played_ms=heard)
+
+    async def drop_reply(self) -> None:
+        """Drop the reply the user has not heard (they went on speaking, the brain joins
+        it to their turn): the client drops it as on an interrupt; not a barge-in."""
+        turn = self.turn
+        if turn is None or turn.state is TurnState.CUT or turn.reply_to is None:
+            return
+        self.outbox.cut()
+        await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *turn.cut())
+        turn.record(0)
 
     async def end_turn(self) -> None:
         """The upstream is gone: the response it left open ends, interrupted."""

@@ -218,8 +218,8 @@ class RoomEvents:
         upstream.user_turn_ended_at = trio.current_time() if at is None else at
         upstream.user_speech_ended_at = speech_ended_at
 
-    async def transcript(self, text: str, *, final: bool) -> None:
-        await self._room.transcript(text, final=final)
+    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
+        await self._room.transcript(text, final=final, joined=joined)
 
     async def start_response(self, *, reply: bool = True) -> RoomTurn:
         return await self._room.start_response(reply=reply)
@@ -235,6 +235,16 @@ class RoomEvents:
 
         turn = self._room.turn
         return "" if turn is None else text_heard("".join(turn.text), played_ms, turn)
+
+    def reply_heard_by(self, at: float) -> bool:
+        """Whether the current response's audio had begun to play on the client by ``at``
+        (the clock): a brain asks before it joins speech to the turn that response answers."""
+        turn = self._room.turn
+        return turn is not None and turn.first_sent_at is not None and turn.first_sent_at <= at
+
+    async def drop_reply(self) -> None:
+        """The user went on before hearing the reply to their turn: drop it, unheard."""
+        await self._room.drop_reply()
 
     def agent_speaking(self) -> bool:
         """Whether the user hears the agent now (a brain that confirms barge-ins asks)."""
