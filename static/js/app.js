@@ -8,9 +8,10 @@
 //                                    {"type":"audio"} form when chosen)
 //   session.config                   after session.ready, only if the room's
 //                                    input_sample_rate is not 24000
-//   client_vad_speech_start          client VAD onset while the agent is silent
-//   interrupt {played_ms}            client VAD onset while the agent speaks,
-//                                    or the Interrupt button
+//   client_vad_speech_start          each client VAD onset (a hint: the
+//                                    server decides whether it cuts the
+//                                    agent; the page only ducks it)
+//   interrupt {played_ms}            the Interrupt button
 //   commit_audio                     client VAD end of speech, when "browser
 //                                    commits turns" is on
 //   text                             the text box
@@ -131,6 +132,7 @@ const ui = {
   youSpeaking: false,
   serverHears: false,
   agentSpeaking: false,
+  ducked: false,
   serverMetrics: [],
   banners: new Map(), // id -> {key, params, kind}
 };
@@ -183,17 +185,24 @@ function onVadEvent(ev) {
   if (ev.event === "start") {
     ui.youSpeaking = true;
     timer.cancel();
-    if (ui.sessionReady) {
-      const r = turns.onSpeechStart();
-      if (r.clearPlayback) engine.clearPlayback();
-    }
+    // A hint to the server and a duck here; the agent stops only on `interrupted`.
+    if (ui.sessionReady) turns.onSpeechStart();
   } else if (ev.event === "stop") {
     ui.youSpeaking = false;
     const r = turns.onSpeechStop();
     if (r.sent) timer.markTurnEnd(performance.now(), { restart: true });
   }
+  refreshDuck();
   refreshAgentState();
   renderIndicators();
+}
+
+// The agent's playback is turned down while the user talks (either VAD).
+function refreshDuck() {
+  if (turns.ducked !== ui.ducked) {
+    ui.ducked = turns.ducked;
+    engine.setDucked(ui.ducked);
+  }
 }
 
 // ---------------------------------------------------------------- receiving
@@ -213,10 +222,12 @@ function onServerEvent(ev) {
     }
     case "input.speech_started":
       ui.serverHears = true;
+      turns.onServerSpeech(true);
       timer.cancel();
       break;
     case "input.speech_stopped":
       ui.serverHears = false;
+      turns.onServerSpeech(false);
       timer.markTurnEnd(performance.now());
       break;
     case "response.started":
@@ -230,6 +241,7 @@ function onServerEvent(ev) {
       engine.endResponse();
       break;
     case "interrupted":
+      // The server decided the user cut in: what is buffered here goes at once.
       engine.clearPlayback();
       turns.onInterrupted(ev.response_id);
       break;
@@ -244,6 +256,7 @@ function onServerEvent(ev) {
     default:
       break;
   }
+  refreshDuck();
   refreshAgentState();
   renderStatus();
 }
@@ -286,6 +299,7 @@ function onSocketState(state, info) {
     timer.cancel();
     for (const entry of transcript.closeOpen()) renderEntry(entry);
     ui.serverHears = false;
+    turns.onServerSpeech(false);
     const reason = info.reason ? `, ${info.reason}` : "";
     showBanner(
       "socket",
@@ -300,6 +314,7 @@ function onSocketState(state, info) {
   } else if (state === "closed") {
     hideBanner("socket");
   }
+  refreshDuck();
   refreshAgentState();
   renderStatus();
 }
@@ -529,6 +544,7 @@ function renderClientMetrics() {
     ["m.targetMs", s ? s.targetMs : null],
     ["m.underruns", s ? s.underruns : null],
     ["m.overflowMs", s ? s.overflowMs : null],
+    ["m.gain", s && Number.isFinite(s.gain) ? s.gain : null],
     ["m.interrupts", turns.interruptsSent],
     ["m.rtt", socket ? socket.lastRttMs : null],
     ["m.reconnects", socket ? Math.max(0, socket.connects - 1) : 0],
@@ -633,6 +649,7 @@ globalThis.voiceTrio = Object.freeze({
     audioContext: engine.ctx ? engine.ctx.state : null,
     player: engine.lastStats, // the player worklet's last report
     playedMs: engine.playedMs(), // what an interrupt would send as played_ms
+    ducked: ui.ducked, // the page has asked the player to duck (the user talks)
     interruptsSent: turns.interruptsSent,
     framesSent: counters.framesSent,
     framesDropped: counters.framesDropped,

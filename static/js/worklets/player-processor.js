@@ -6,12 +6,18 @@
 //   {type: "begin"}           response.started: played time restarts there
 //   {type: "end"}             response.done: play out the tail even if short
 //   {type: "clear"}           interrupted / barge-in: drop all buffered audio now
-//   {type: "config", inputRate?, startMs?, maxMs?, maxWaitMs?}
+//   {type: "duck", ducked}    the user talks (true) or stopped (false): the
+//                             output gain ramps down or back up (lib/duck.js)
+//   {type: "config", inputRate?, startMs?, maxMs?, maxWaitMs?, duckGain?, duckMs?}
 // worklet -> page:
-//   {type: "stats", ...JitterBuffer.statistics(), active, begins, pendingStarts, time}
-//     about every 50 ms while active, and at once on any change of `active`
-//     or after clear; `time` is currentTime (s) when measured.
+//   {type: "stats", ...JitterBuffer.statistics(), active, begins, pendingStarts,
+//    gain, ducked, duckedMs, time}
+//     about every 50 ms while active or the gain moves, and at once on any
+//     change of `active`, after clear and on duck; `gain` is the output gain
+//     now, `duckedMs` the audio played below full gain in all; `time` is
+//     currentTime (s) when measured.
 
+import { GainRamp } from "../lib/duck.js";
 import { JitterBuffer } from "../lib/jitter-buffer.js";
 import { Pcm16Decoder } from "../lib/pcm16.js";
 import { Resampler } from "../lib/resampler.js";
@@ -29,6 +35,9 @@ class PlayerProcessor extends AudioWorkletProcessor {
       maxMs: o.maxMs ?? 60000,
       maxWaitMs: o.maxWaitMs ?? 400,
     });
+    this.ramp = new GainRamp({ sampleRate, gain: o.duckGain, rampMs: o.duckMs });
+    if (o.ducked) this.ramp.setDucked(true);
+    this.duckedSamples = 0; // audio played below full gain
     this.statsEvery = Math.round(sampleRate * 0.05);
     this.sinceStats = 0;
     this.wasActive = false;
@@ -54,12 +63,17 @@ class PlayerProcessor extends AudioWorkletProcessor {
         this.decoder.reset();
         this.postStats();
         break;
+      case "duck":
+        this.ramp.setDucked(msg.ducked);
+        this.postStats();
+        break;
       case "config":
         if (msg.inputRate && msg.inputRate !== this.inputRate) {
           this.inputRate = msg.inputRate;
           this.resampler = new Resampler({ inRate: this.inputRate, outRate: sampleRate });
         }
         this.jb.configure({ startMs: msg.startMs, maxMs: msg.maxMs, maxWaitMs: msg.maxWaitMs });
+        this.ramp.configure({ gain: msg.duckGain, rampMs: msg.duckMs });
         break;
       default:
         break;
@@ -71,17 +85,32 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.wasActive = active;
     this.sinceStats = 0;
     const { begins, pendingStarts } = this.jb;
-    this.port.postMessage({ type: "stats", ...this.jb.statistics(), active, begins, pendingStarts, time: currentTime });
+    const { gain, ducked } = this.ramp;
+    const duckedMs = (this.duckedSamples * 1000) / sampleRate;
+    this.port.postMessage({
+      type: "stats",
+      ...this.jb.statistics(),
+      active,
+      begins,
+      pendingStarts,
+      gain,
+      ducked,
+      duckedMs,
+      time: currentTime,
+    });
   }
 
   process(inputs, outputs) {
     const out = outputs[0];
     const first = out[0];
-    this.jb.pull(first);
+    const real = this.jb.pull(first);
+    const moving = this.ramp.moving;
+    this.duckedSamples += this.ramp.process(first, real);
     for (let c = 1; c < out.length; c++) out[c].set(first);
     this.sinceStats += first.length;
     const active = this.jb.active;
-    if (active !== this.wasActive || (active && this.sinceStats >= this.statsEvery)) this.postStats();
+    const due = (active || moving) && this.sinceStats >= this.statsEvery;
+    if (active !== this.wasActive || due) this.postStats();
     return true;
   }
 }
