@@ -20,7 +20,7 @@
 import { AudioEngine, MicError } from "./audio-engine.js";
 import { DEFAULT_LANG, applyI18n, otherLang, translator } from "./i18n.js";
 import { VoiceSocket } from "./lib/connection.js";
-import { formatNumber, numericFields } from "./lib/metrics.js";
+import { formatFigure, numericFields, stageRows } from "./lib/metrics.js";
 import { bytesToInt16 } from "./lib/pcm16.js";
 import {
   INPUT_SAMPLE_RATE,
@@ -134,6 +134,8 @@ const ui = {
   agentSpeaking: false,
   ducked: false,
   serverMetrics: [],
+  stages: null, // rows of the last spoken reply's stages_ms (lib/metrics.js)
+  stagesOf: null, // its response_id
   banners: new Map(), // id -> {key, params, kind}
 };
 
@@ -235,11 +237,18 @@ function onServerEvent(ev) {
       timer.onResponseStarted();
       engine.beginResponse();
       break;
-    case "response.done":
+    case "response.done": {
       turns.onResponseDone(ev.response_id);
       timer.onResponseDone();
       engine.endResponse();
+      // A spoken reply's stage timings; other responses carry none and leave the last.
+      const rows = stageRows(ev.stages_ms);
+      if (rows) {
+        ui.stages = rows;
+        ui.stagesOf = ev.response_id ?? null;
+      }
       break;
+    }
     case "interrupted":
       // The server decided the user cut in: what is buffered here goes at once.
       engine.clearPlayback();
@@ -354,6 +363,7 @@ function startNewSession() {
   $("transcript").replaceChildren();
   entryEls.clear();
   ui.serverMetrics = [];
+  ui.stages = ui.stagesOf = null;
   ui.room = null;
   openSocket();
   renderAll();
@@ -521,7 +531,7 @@ function renderFigures(dl, rows, labelled) {
     dt.textContent = labelled ? t(name) : name;
     if (!labelled) dt.className = "code";
     const dd = document.createElement("dd");
-    dd.textContent = value === null || value === undefined ? "–" : formatNumber(value);
+    dd.textContent = formatFigure(value);
     frag.append(dt, dd);
   }
   dl.replaceChildren(frag);
@@ -530,6 +540,10 @@ function renderFigures(dl, rows, labelled) {
 function renderServerMetrics() {
   $("server-metrics-empty").hidden = ui.serverMetrics.length > 0;
   renderFigures($("server-metrics"), ui.serverMetrics, false);
+  $("stage-metrics-empty").hidden = ui.stages !== null;
+  const dl = $("stage-metrics");
+  dl.dataset.responseId = ui.stagesOf ?? "";
+  renderFigures(dl, ui.stages ?? [], true);
 }
 
 function renderClientMetrics() {
@@ -650,6 +664,8 @@ globalThis.voiceTrio = Object.freeze({
     player: engine.lastStats, // the player worklet's last report
     playedMs: engine.playedMs(), // what an interrupt would send as played_ms
     ducked: ui.ducked, // the page has asked the player to duck (the user talks)
+    stages: ui.stages ? Object.fromEntries(ui.stages) : null, // the last spoken reply's
+    stagesOf: ui.stagesOf,
     interruptsSent: turns.interruptsSent,
     framesSent: counters.framesSent,
     framesDropped: counters.framesDropped,
