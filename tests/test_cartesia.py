@@ -105,6 +105,7 @@ async def test_interrupt_cancels_the_cartesia_context() -> None:
                     received += len(message)
             await client.send_json(type="interrupt", played_ms=20)
             events, stale = await client.until("response.done")
+            assert events[-1].pop("stages_ms")["tts"] > 0  # the typed turn's reply was voiced
             assert events[-1] == {
                 "type": "response.done",
                 "response_id": rid,

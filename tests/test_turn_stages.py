@@ -2,10 +2,10 @@
 
 The embedded brain in a real room, spoken to in Vietnamese (eSpeak's voice) and
 then typed to, with the analytics stream on a real redis-server: each reply's
-``turn.completed`` event carries ``stages_ms`` (asr, brain, tts, total), the
-stages follow the order of the events on the wire and sum to the total, and
-``/metrics`` has the same figures in ``voice_trio_turn_stage_seconds{stage}``.
-No speed is asserted.
+``turn.completed`` event and its ``response.done`` on the wire carry
+``stages_ms`` (end_of_turn, asr, brain, tts, total), the stages follow the order
+of the events on the wire and sum to the total, and ``/metrics`` has the same
+figures in ``voice_trio_turn_stage_seconds{stage}``. No speed is asserted.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ async def test_a_spoken_and_a_typed_reply_carry_their_stages(
             final = await talk.wait_for("input.transcript", final=True)
             started = await talk.wait_for("response.started", after=talk.events.index(final))
             text = await talk.wait_for("response.text.delta", after=talk.events.index(started))
-            await talk.wait_for("response.done", after=talk.events.index(started))
+            done = await talk.wait_for("response.done", after=talk.events.index(started))
             order = [talk.events.index(e) for e in (stopped, final, started, text)]
             assert order == sorted(order)
             assert talk.audio[started["response_id"]], "the reply was not spoken"
@@ -93,31 +93,42 @@ async def test_a_spoken_and_a_typed_reply_carry_their_stages(
 
             mark = len(talk.events)
             await talk.client.send_json(type="text", text="Tôi muốn đặt lịch hẹn")
-            await talk.wait_for("response.done", after=mark)
+            typed_done = await talk.wait_for("response.done", after=mark)
             typed = (await replies(redis, stream, 2))[1]
             metrics = stage_metrics((await server.get("/metrics")).text)
 
     stages = spoken["stages_ms"]
     assert set(stages) == set(TURN_STAGES)
     assert all(isinstance(stages[s], float) for s in TURN_STAGES), stages
-    # Whisper took time; each stage is a span of a clock that only goes forward.
-    assert stages["asr"] > 0 and stages["brain"] >= 0 and stages["tts"] > 0
-    assert stages["total"] == spoken["ttfa_ms"]
-    assert abs(stages["asr"] + stages["brain"] + stages["tts"] - stages["total"]) <= 0.2
-    # A typed turn has no recognition: the brain's stage starts at its end.
+    # The client has the same figures on the reply's response.done.
+    assert done["stages_ms"] == stages and typed_done["stages_ms"] == typed["stages_ms"]
+    # The end of the turn was decided from a pause and its transcript (Whisper took
+    # time there); each stage is a span of a clock that only goes forward.
+    assert stages["end_of_turn"] > 0 and stages["asr"] >= 0
+    assert stages["brain"] >= 0 and stages["tts"] > 0
+    # ttfa_ms counts from the end of the turn, total from the end of the speech.
+    assert stages["total"] == pytest.approx(spoken["ttfa_ms"] + stages["end_of_turn"], abs=0.2)
+    known = [stages[s] for s in TURN_STAGES if s != "total"]
+    assert abs(sum(known) - stages["total"]) <= 0.3
+    # A typed turn has no speech and no recognition: the brain's stage starts at its end.
     t = typed["stages_ms"]
-    assert t["asr"] is None and t["brain"] is not None and t["tts"] is not None
+    assert t["end_of_turn"] is None and t["asr"] is None
+    assert t["brain"] is not None and t["tts"] is not None
     assert t["total"] == typed["ttfa_ms"]
     assert abs(t["brain"] + t["tts"] - t["total"]) <= 0.2
-    # /metrics: two replies timed, one of them recognised, with the same figures.
-    assert {s: n for s, (n, _) in metrics.items()} == {"asr": 1, "brain": 2, "tts": 2, "total": 2}
-    assert metrics["asr"][1] * 1000 == pytest.approx(stages["asr"], abs=0.1)
+    # /metrics: two replies timed, one of them spoken, with the same figures.
+    counts = {s: n for s, (n, _) in metrics.items()}
+    assert counts == {"end_of_turn": 1, "asr": 1, "brain": 2, "tts": 2, "total": 2}
+    for stage in ("end_of_turn", "asr"):
+        assert metrics[stage][1] * 1000 == pytest.approx(stages[stage], abs=0.1)
     for stage in ("brain", "tts", "total"):
         assert metrics[stage][1] * 1000 == pytest.approx(stages[stage] + t[stage], abs=0.2)
 
 
-def marks(end: float | None, heard: float | None, text: float | None) -> Any:
-    return SimpleNamespace(reply_to=end, heard_at=heard, first_text_at=text)
+def marks(
+    end: float | None, heard: float | None, text: float | None, spoken: float | None = None
+) -> Any:
+    return SimpleNamespace(reply_to=end, heard_at=heard, first_text_at=text, speech_end=spoken)
 
 
 def test_marks_out_of_order_leave_their_stages_unknown() -> None:
@@ -134,7 +145,13 @@ def test_marks_out_of_order_leave_their_stages_unknown() -> None:
     # The transcript of an earlier turn is not this one's.
     s = turn_stages(marks(10.0, 9.0, 10.5), 11.0, metrics)
     assert s is not None and (s.asr, s.brain) == (None, 500.0)
+    # The end of the speech before the end of the turn: the total counts from it.
+    s = turn_stages(marks(10.0, 10.0, 10.25, spoken=9.5), 11.0, metrics)
+    assert s is not None and (s.end_of_turn, s.asr, s.total) == (500.0, 0.0, 1500.0)
+    # One said after the end of the turn is not this turn's speech.
+    s = turn_stages(marks(10.0, 10.5, 10.75, spoken=10.2), 11.0, metrics)
+    assert s is not None and (s.end_of_turn, s.total) == (None, 1000.0)
     # Not a reply (a greeting): no stages, nothing observed.
     assert turn_stages(marks(None, 9.0, 10.5), 11.0, metrics) is None
     counts = {stage: h.count for stage, h in metrics.turn_stages.items()}
-    assert counts == {"asr": 2, "brain": 3, "tts": 3, "total": 4}
+    assert counts == {"end_of_turn": 1, "asr": 4, "brain": 5, "tts": 5, "total": 6}

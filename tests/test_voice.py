@@ -73,6 +73,7 @@ async def test_interrupt_stops_the_voice_mid_sentence(local_speech) -> None:
                 if event["type"] == "response.done":
                     break
             assert after == 0
+            assert event.pop("stages_ms")["tts"] > 0  # a typed turn's reply, spoken
             assert event == {"type": "response.done", "response_id": rid, "status": "interrupted"}
             with trio.fail_after(5):
                 while _espeak_processes():

@@ -30,9 +30,10 @@ __all__ = [
 ]
 
 #: The stages of a reply, in order (voice_trio_turn_stage_seconds{stage}): end of the
-#: user's speech to its final transcript, that to the reply's first text, that to its
-#: first audio sent, and the whole of it (end of the user's turn to first audio).
-TURN_STAGES = ("asr", "brain", "tts", "total")
+#: user's speech to the end of the turn decided, that to the final transcript, that to
+#: the reply's first text, that to its first audio sent, and the whole of it (end of
+#: the user's speech, else of the turn, to first audio). See record.TurnStages.
+TURN_STAGES = ("end_of_turn", "asr", "brain", "tts", "total")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

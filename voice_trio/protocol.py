@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .errors import ProtocolError
+from .record import TurnStages
 
 __all__ = [
     "AudioIn",
@@ -132,9 +133,11 @@ class ResponseTextDone(_Out, tag="response.text.done"):
     text: str
 
 
-class ResponseDone(_Out, tag="response.done"):
+class ResponseDone(_Out, tag="response.done", omit_defaults=True):
     response_id: str
     status: str
+    #: A reply's stages (record.TurnStages), once its first audio went out; omitted otherwise.
+    stages_ms: TurnStages | None = None
 
 
 class Interrupted(_Out, tag="interrupted"):

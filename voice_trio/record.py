@@ -54,17 +54,23 @@ class UserTurn(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TurnStages(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a reply's time to first audio went (ms), each stage None when not known.
+    """Where a reply's time went (ms) from the end of the user's speech, each stage None
+    when not known.
 
-    ``asr``: the end of the user's speech to its final transcript; ``brain``: that
-    (or the end of a typed turn) to the reply's first text; ``tts``: that to its
-    first audio sent; ``total``: the end of the user's turn to first audio. A
-    stage is known when both its ends happened, in that order, before the first
-    audio (with Azure the transcript usually comes after the reply has started,
-    and its audio may come before its text); the known stages of the chain sum to
-    ``total``.
+    ``end_of_turn``: the end of the user's speech (when the last voiced audio
+    reached the brain; only a brain that hears the audio says it: the embedded
+    one) to the end of the user's turn, as the brain decided it; ``asr``: that to
+    the final transcript (near 0 with the embedded brain, which decides the end of
+    a turn from its transcript: the recognition is in ``end_of_turn``); ``brain``:
+    that (or the end of a typed turn) to the reply's first text; ``tts``: that to
+    its first audio sent; ``total``: the end of the user's speech (else of the
+    turn) to first audio. A stage is known when both its ends happened, in that
+    order, before the first audio (with Azure the transcript usually comes after
+    the reply has started, and its audio may come before its text); the known
+    stages of the chain sum to ``total``.
     """
 
+    end_of_turn: float | None = None
     asr: float | None = None
     brain: float | None = None
     tts: float | None = None

@@ -268,6 +268,8 @@ class Final:
     audio: Float32Array
     epoch: int
     force: bool = False
+    #: When the client committed the turn (``force``): the end of the turn.
+    at: float | None = None
     #: Made early in the pause (``_EARLY_MS``): it ends the turn only if it reads as
     #: complete; otherwise the VAD's own end of speech decides, with this transcript.
     early: bool = False
@@ -383,6 +385,10 @@ class LocalBrain:
         self._onset = 0  # where the turn's speech began (16 kHz samples)
         self._checked_at = 0.0  # seconds of speech at the last barge-in check
         self._checking = False
+        # When the last frame the VAD heard as speech arrived (the clock; a window at or
+        # above its end threshold keeps speech going): the end of the user's speech, for
+        # the reply's stages.
+        self._voiced_at: float | None = None
         self._jobs_tx, self._jobs_rx = trio.open_memory_channel[_Job](8)
         self._events: BrainEvents | None = None
 
@@ -436,7 +442,7 @@ class LocalBrain:
                 await events.error(exc.code, exc.message)
             return
         if job.force:
-            await self._end(events, text)
+            await self._end(events, text, at=job.at)
             return
         if job.epoch != self._epoch or not self._open:
             if text and self._open and not job.early:  # the user went on: what was heard so far
@@ -498,9 +504,9 @@ class LocalBrain:
             log.exception("an agent graph rule failed while reading a pause")
             return None
 
-    async def _end(self, events: BrainEvents, text: str) -> None:
-        """The turn is over: one final transcript and its reply (or nothing, for noise
-        or a backchannel said over the agent)."""
+    async def _end(self, events: BrainEvents, text: str, *, at: float | None = None) -> None:
+        """The turn is over (now, or at the client's commit ``at``): one final transcript
+        and its reply (or nothing, for noise or a backchannel said over the agent)."""
         from ..speech.turns import is_backchannel
 
         over_agent = self._over_agent
@@ -511,6 +517,9 @@ class LocalBrain:
             if is_backchannel(text):
                 return  # "dạ", "vâng" over the agent: it keeps talking, no turn
             await events.barge_in()
+        turn_ended = getattr(events, "turn_ended", None)
+        if turn_ended is not None:  # the room times the reply's stages from these marks
+            turn_ended(speech_ended_at=self._voiced_at, at=at)
         await events.transcript(text, final=True)
         # A graph conversation may confirm what a transcript makes it unsure of.
         respond = getattr(self._responder, "respond_heard", None)
@@ -557,6 +566,7 @@ class LocalBrain:
 
     async def send_audio(self, pcm: bytes, *, rate: int = OUTPUT_SAMPLE_RATE) -> None:
         events = self._require_events()
+        arrived = trio.current_time()
         samples = self._to_16k(pcm, rate)
         if not len(samples):
             return
@@ -568,6 +578,9 @@ class LocalBrain:
         ):
             self._recent.popleft()
         result = await self._speech.vad.feed(self._vad, samples)
+        voiced = self._vad.detector.config.end_threshold
+        if result.probabilities and max(result.probabilities) >= voiced:
+            self._voiced_at = arrived
         appended = False
         for event in result.events:
             if event.kind == "speech_started":
@@ -674,7 +687,8 @@ class LocalBrain:
             self._in_speech = False
             self._held = None
             self._epoch += 1
-            await self._jobs_tx.send(Final(self._utterance.audio().copy(), self._epoch, True))
+            audio = self._utterance.audio().copy()
+            await self._jobs_tx.send(Final(audio, self._epoch, True, at=trio.current_time()))
 
     async def send_text(self, text: str) -> None:
         await self._jobs_tx.send(TypedText(text))

@@ -167,7 +167,8 @@ class Minutes:
 def turn_stages(turn: RoomTurn, first_audio: float, metrics: ServerMetrics) -> TurnStages | None:
     """A reply's stages as its first audio leaves (``first_audio``), observed in ``metrics``.
 
-    The marks are the end of the user's turn (``reply_to``), the final transcript
+    The marks are the end of the user's speech (``speech_end``, when the brain
+    says it), the end of the user's turn (``reply_to``), the final transcript
     (``heard_at``) and the first text (``first_text_at``), all by the clock. A
     mark that is missing or out of order (a transcript of an earlier turn, one
     that came after the reply began, text after the audio) leaves its stages
@@ -176,16 +177,20 @@ def turn_stages(turn: RoomTurn, first_audio: float, metrics: ServerMetrics) -> T
     end = turn.reply_to
     if end is None:
         return None
+    spoken = turn.speech_end
+    if spoken is not None and not spoken <= end:
+        spoken = None
     heard, text = turn.heard_at, turn.first_text_at
     if heard is not None and not end <= heard <= (text if text is not None else first_audio):
         heard = None
     if text is not None and not end <= text <= first_audio:
         text = None
     seconds = {
+        "end_of_turn": None if spoken is None else end - spoken,
         "asr": None if heard is None else heard - end,
         "brain": None if text is None else text - (end if heard is None else heard),
         "tts": None if text is None else first_audio - text,
-        "total": first_audio - end,
+        "total": first_audio - (end if spoken is None else spoken),
     }
     for stage, value in seconds.items():
         if value is not None:

@@ -403,8 +403,12 @@ class Room:
             if turn.voice_done is not None:
                 await turn.voice_done.wait()  # responses are spoken one after another
         self._responses += 1
-        reply_to, self.upstream.user_turn_ended_at = self.upstream.user_turn_ended_at, None
-        turn = self.turn = RoomTurn(self, f"resp_{self._responses}", reply_to if reply else None)
+        upstream = self.upstream
+        reply_to, speech_end = upstream.user_turn_ended_at, upstream.user_speech_ended_at
+        upstream.user_turn_ended_at = upstream.user_speech_ended_at = None
+        if not reply:
+            reply_to = speech_end = None
+        turn = self.turn = RoomTurn(self, f"resp_{self._responses}", reply_to, speech_end)
         self.touch()
         await self.outbox.put(p.ResponseStarted(response_id=turn.response_id))
         return turn

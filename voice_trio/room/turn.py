@@ -57,6 +57,7 @@ class RoomTurn:
         "queued_bytes",
         "sent_bytes",
         "reply_to",
+        "speech_end",
         "started_at",
         "first_sent_at",
         "ttfa_ms",
@@ -68,7 +69,13 @@ class RoomTurn:
         "_held_since",
     )
 
-    def __init__(self, room: Room, response_id: str, reply_to: float | None) -> None:
+    def __init__(
+        self,
+        room: Room,
+        response_id: str,
+        reply_to: float | None,
+        speech_end: float | None = None,
+    ) -> None:
         self.room = room
         self.response_id = response_id
         self.epoch = room.outbox.epoch
@@ -82,6 +89,8 @@ class RoomTurn:
         self.sent_bytes = 0
         #: When the user's turn this response answers ended (for time to first audio).
         self.reply_to = reply_to
+        #: When the user's speech in that turn ended, if the brain said (its stages).
+        self.speech_end = speech_end
         self.started_at = trio.current_time()
         #: When the client starts playing this response's audio (by the clock): when its
         #: first audio was sent, or when the audio of responses before it ends.
@@ -195,7 +204,9 @@ class RoomTurn:
         events: list[Any] = []
         if self.text:
             events.append(p.ResponseTextDone(response_id=self.response_id, text="".join(self.text)))
-        events.append(p.ResponseDone(response_id=self.response_id, status=self.status))
+        events.append(
+            p.ResponseDone(response_id=self.response_id, status=self.status, stages_ms=self.stages)
+        )
         return events
 
     async def _complete(self) -> None:

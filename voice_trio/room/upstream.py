@@ -80,6 +80,7 @@ class Upstream:
         "brain",
         "voice",
         "user_turn_ended_at",
+        "user_speech_ended_at",
     )
 
     def __init__(self, room: Room, make_brain: BrainFactory, make_voice: VoiceFactory) -> None:
@@ -98,6 +99,8 @@ class Upstream:
         self.voice: Voice | None = None
         #: When the user's last turn ended (for time to first audio).
         self.user_turn_ended_at: float | None = None
+        #: When the user's speech in it ended, if the brain said (``turn_ended``).
+        self.user_speech_ended_at: float | None = None
 
     @property
     def live(self) -> bool:
@@ -183,7 +186,7 @@ class Upstream:
                 case AudioFrame(pcm, rate):
                     await brain.send_audio(pcm, rate=rate)
                 case TextTurn(text, at):
-                    self.user_turn_ended_at = at
+                    self.user_turn_ended_at, self.user_speech_ended_at = at, None
                     await brain.send_text(text)
                 case Commit(at):
                     self.user_turn_ended_at = at
@@ -203,8 +206,17 @@ class RoomEvents:
         await self._room.outbox.put(p.InputSpeechStarted())
 
     async def speech_stopped(self) -> None:
-        self._room.upstream.user_turn_ended_at = trio.current_time()
+        upstream = self._room.upstream
+        upstream.user_turn_ended_at, upstream.user_speech_ended_at = trio.current_time(), None
         await self._room.outbox.put(p.InputSpeechStopped())
+
+    def turn_ended(self, *, speech_ended_at: float | None, at: float | None = None) -> None:
+        """The brain decided the user's turn is over (``at``, else now); its speech had
+        ended at ``speech_ended_at`` (by the clock). For the reply's stages; a brain that
+        does not say so has its turns end at ``speech_stopped`` (or the client's commit)."""
+        upstream = self._room.upstream
+        upstream.user_turn_ended_at = trio.current_time() if at is None else at
+        upstream.user_speech_ended_at = speech_ended_at
 
     async def transcript(self, text: str, *, final: bool) -> None:
         await self._room.transcript(text, final=final)
