@@ -20,7 +20,7 @@
 import { AudioEngine, MicError } from "./audio-engine.js";
 import { DEFAULT_LANG, applyI18n, otherLang, translator } from "./i18n.js";
 import { VoiceSocket } from "./lib/connection.js";
-import { formatFigure, numericFields, stageRows } from "./lib/metrics.js";
+import { formatFigure, formatMs, numericFields, stageRows } from "./lib/metrics.js";
 import { bytesToInt16 } from "./lib/pcm16.js";
 import {
   INPUT_SAMPLE_RATE,
@@ -524,14 +524,14 @@ function renderStatus() {
   renderClientMetrics();
 }
 
-function renderFigures(dl, rows, labelled) {
+function renderFigures(dl, rows, labelled, format = formatFigure) {
   const frag = document.createDocumentFragment();
   for (const [name, value] of rows) {
     const dt = document.createElement("dt");
     dt.textContent = labelled ? t(name) : name;
     if (!labelled) dt.className = "code";
     const dd = document.createElement("dd");
-    dd.textContent = formatFigure(value);
+    dd.textContent = format(value);
     frag.append(dt, dd);
   }
   dl.replaceChildren(frag);
@@ -543,7 +543,7 @@ function renderServerMetrics() {
   $("stage-metrics-empty").hidden = ui.stages !== null;
   const dl = $("stage-metrics");
   dl.dataset.responseId = ui.stagesOf ?? "";
-  renderFigures(dl, ui.stages ?? [], true);
+  renderFigures(dl, ui.stages ?? [], true, formatMs);
 }
 
 function renderClientMetrics() {

@@ -10,6 +10,7 @@ player figures (``voiceTrio.figures()``) and the socket traffic of the page.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,6 +61,26 @@ def ids(event: dict[str, Any]) -> dict[str, Any]:
     return {"response_id": event["response_id"]}
 
 
+# The live panel's stage rows, in Vietnamese (the page's default), in order.
+STAGE_LABELS_VI = [
+    ("end_of_turn", "Chờ hết lượt nói"),
+    ("asr", "Nhận dạng (tới câu chữ cuối)"),
+    ("brain", "Trợ lý trả lời (tới chữ đầu tiên)"),
+    ("tts", "Tổng hợp giọng (tới âm thanh đầu)"),
+    ("total", "Tổng: từ lúc ngừng nói tới âm thanh đầu"),
+]
+
+# The stage rows on the panel once they are those of the response ``id``.
+STAGE_PANEL_JS = """(id) => {
+  const dl = document.querySelector('#stage-metrics');
+  if (dl.dataset.responseId !== id) return null;
+  const cells = [...dl.children].map((el) => el.textContent);
+  const rows = [];
+  for (let i = 0; i < cells.length; i += 2) rows.push([cells[i], cells[i + 1]]);
+  return { rows, empty_hidden: document.querySelector('#stage-metrics-empty').hidden };
+}"""
+
+
 async def played_more_than(page: Any, ms: float, *, timeout_s: float = 30) -> dict[str, Any]:
     """Wait until the page's player has played more than ``ms`` of audio in all."""
     player: dict[str, Any] = await page.wait_for(
@@ -89,6 +110,22 @@ async def test_spoken_turn_is_transcribed_answered_and_played(
             await page.wait_for_entry("assistant", after=user["index"] + 1)
             # The reply is heard: the player plays it (silence from underruns not counted).
             await played_more_than(page, 500)
+            # Its stages (stages_ms on its response.done) are on the live panel, as sent.
+            done = await page.wait_for_message("in", "response.done")
+            stages = done["msg"]["stages_ms"]
+            assert isinstance(stages["total"], (int, float)) and stages["total"] > 0, done
+            panel = await page.wait_for(STAGE_PANEL_JS, done["msg"]["response_id"], timeout_s=5)
+            assert panel["empty_hidden"], panel
+            assert [label for label, _ in panel["rows"]] == [vi for _, vi in STAGE_LABELS_VI]
+            for (key, _), (_, text) in zip(STAGE_LABELS_VI, panel["rows"], strict=True):
+                if stages[key] is None:
+                    assert text == "–", (key, panel, stages)
+                else:  # whole ms
+                    assert re.fullmatch(r"\d+", text), (key, panel)
+                    assert abs(int(text) - stages[key]) <= 0.5, (key, panel, stages)
+            assert (await page.figures())["stages"] == {
+                f"stage.{key}": stages[key] for key, _ in STAGE_LABELS_VI
+            }
             figures = await page.figures()
             assert figures["audioContext"] == "running", figures
             assert figures["framesSent"] > 30, figures  # 100 ms frames from the microphone

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { STAGES, formatFigure, formatNumber, numericFields, stageRows } from "../../static/js/lib/metrics.js";
+import { STAGES, formatFigure, formatMs, formatNumber, numericFields, stageRows } from "../../static/js/lib/metrics.js";
 import { DEFAULT_LANG, DICT, LANGS, otherLang, translator } from "../../static/js/i18n.js";
 
 test("numericFields: numbers only, sorted, type left out, one level flattened", () => {
@@ -45,7 +45,9 @@ test("stageRows: the five stages in order, in ms, a missing or odd one null", ()
     ["stage.tts", 95.25],
     ["stage.total", 790],
   ]);
-  assert.deepEqual(rows.map(([, v]) => formatFigure(v)), ["213", "301", "–", "95.3", "790"]);
+  assert.deepEqual(rows.map(([, v]) => formatMs(v)), ["213", "301", "–", "95", "790"]);
+  assert.equal(formatMs(0.1), "0");
+  assert.equal(formatMs(undefined), "–");
   // A stage the server left out, or not a number: not known either.
   assert.deepEqual(stageRows({ total: 640, asr: "301", tts: NaN }).map(([, v]) => v), [null, null, null, null, 640]);
   // No timings (a greeting, a typed turn): nothing to show, the panel keeps the last.

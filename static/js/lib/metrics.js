@@ -39,7 +39,7 @@ export const STAGES = Object.freeze(["end_of_turn", "asr", "brain", "tts", "tota
 /**
  * Rows for the live panel from a `response.done`'s `stages_ms`: one per stage
  * in STAGES order, labelled "stage.<name>" (i18n.js), the value in ms or null
- * (shown as "–") when the server left that stage out or could not time it.
+ * (formatMs shows "–") when the server left that stage out or could not time it.
  * Null when the response carried no timings (a greeting, a typed turn): the
  * panel then keeps the last spoken reply's.
  * @returns {Array<[string, number|null]>|null}
@@ -55,4 +55,9 @@ export function stageRows(stagesMs) {
 /** A figure for the panel: "–" for null (not known), else formatNumber. */
 export function formatFigure(value) {
   return value === null || value === undefined ? "–" : formatNumber(value);
+}
+
+/** A stage for the panel: whole ms (the server's tenths say nothing to a reader), "–" if not known. */
+export function formatMs(value) {
+  return Number.isFinite(value) ? String(Math.round(value)) : "–";
 }
