@@ -196,8 +196,17 @@ test("player: clear drops everything at once and says so", () => {
   assert.equal(s.msg.bufferedMs, 0);
   assert.equal(s.msg.playedMs, 0);
   assert.ok(s.msg.clearedMs > 900);
-  const outs = runPlayer(proc, 5);
-  assert.ok(outs.every((o) => o[0].every((v) => v === 0)));
+  // What was playing fades out over 5 ms (240 samples at 48 kHz), then silence.
+  const out = runPlayer(proc, 5).flatMap((o) => Array.from(o[0]));
+  assert.ok(out.slice(240).every((v) => v === 0), "silent after 5 ms");
+  assert.ok(out.slice(0, 10).some((v) => Math.abs(v) > 0.05), "not cut mid-wave");
+  for (let i = 0; i < 240; i++) {
+    const bound = (0.5 * (240 - i)) / 241 + 1e-6; // the tone's 0.5 under a falling line
+    assert.ok(Math.abs(out[i]) <= bound, `sample ${i}: ${out[i]} > ${bound}`);
+  }
+  // A clear while nothing plays has nothing to fade.
+  send(proc, { type: "clear" });
+  assert.ok(runPlayer(proc, 3).every((o) => o[0].every((v) => v === 0)));
 });
 
 test("player: end plays a short tail; odd byte splits and rate changes are handled", () => {

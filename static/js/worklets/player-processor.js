@@ -6,6 +6,8 @@
 //   {type: "begin"}           response.started: played time restarts there
 //   {type: "end"}             response.done: play out the tail even if short
 //   {type: "clear"}           interrupted / barge-in: drop all buffered audio now
+//                             (what was playing fades out over its next 5 ms
+//                             rather than stopping mid-wave: no click)
 //   {type: "duck", ducked}    the user talks (true) or stopped (false): the
 //                             output gain ramps down or back up (lib/duck.js)
 //   {type: "config", inputRate?, startMs?, maxMs?, maxWaitMs?, duckGain?, duckMs?}
@@ -18,7 +20,7 @@
 //     currentTime (s) when measured.
 
 import { GainRamp } from "../lib/duck.js";
-import { JitterBuffer } from "../lib/jitter-buffer.js";
+import { JitterBuffer, PLAYING } from "../lib/jitter-buffer.js";
 import { Pcm16Decoder } from "../lib/pcm16.js";
 import { Resampler } from "../lib/resampler.js";
 
@@ -38,6 +40,9 @@ class PlayerProcessor extends AudioWorkletProcessor {
     this.ramp = new GainRamp({ sampleRate, gain: o.duckGain, rampMs: o.duckMs });
     if (o.ducked) this.ramp.setDucked(true);
     this.duckedSamples = 0; // audio played below full gain
+    this.fadeSamples = Math.round(sampleRate * 0.005);
+    this.fade = null; // after clear: the last few ms, fading out, still to play
+    this.fadeAt = 0;
     this.statsEvery = Math.round(sampleRate * 0.05);
     this.sinceStats = 0;
     this.wasActive = false;
@@ -58,6 +63,7 @@ class PlayerProcessor extends AudioWorkletProcessor {
         this.jb.endResponse();
         break;
       case "clear":
+        this.fadeOut();
         this.jb.clear();
         this.resampler.reset();
         this.decoder.reset();
@@ -78,6 +84,18 @@ class PlayerProcessor extends AudioWorkletProcessor {
       default:
         break;
     }
+  }
+
+  // Keep the next few ms of what is playing, faded linearly to 0, to play
+  // before the silence: a cut in mid-wave would click.
+  fadeOut() {
+    const n = this.jb.state === PLAYING ? Math.min(this.fadeSamples, this.jb.bufferedSamples) : 0;
+    if (n === 0) return;
+    const tail = new Float32Array(n);
+    this.jb.pull(tail); // exactly what is buffered at most: no underrun
+    for (let i = 0; i < n; i++) tail[i] *= (n - i) / (n + 1);
+    this.fade = tail;
+    this.fadeAt = 0;
   }
 
   postStats() {
@@ -103,7 +121,16 @@ class PlayerProcessor extends AudioWorkletProcessor {
   process(inputs, outputs) {
     const out = outputs[0];
     const first = out[0];
-    const real = this.jb.pull(first);
+    let real;
+    if (this.fade) {
+      const k = Math.min(first.length, this.fade.length - this.fadeAt);
+      first.set(this.fade.subarray(this.fadeAt, this.fadeAt + k));
+      this.fadeAt += k;
+      if (this.fadeAt === this.fade.length) this.fade = null;
+      real = k + this.jb.pull(first.subarray(k));
+    } else {
+      real = this.jb.pull(first);
+    }
     const moving = this.ramp.moving;
     this.duckedSamples += this.ramp.process(first, real);
     for (let c = 1; c < out.length; c++) out[c].set(first);
