@@ -81,6 +81,26 @@ STAGE_PANEL_JS = """(id) => {
 }"""
 
 
+async def stage_panel_shows(page: Any, done: dict[str, Any]) -> dict[str, Any]:
+    """The live panel shows the stages of ``done`` (a reply's response.done), as sent:
+    five rows in order, labelled in Vietnamese, whole ms or "–"; returns the stages."""
+    stages: dict[str, Any] = done["stages_ms"]
+    assert isinstance(stages["total"], (int, float)) and stages["total"] > 0, done
+    panel = await page.wait_for(STAGE_PANEL_JS, done["response_id"], timeout_s=5)
+    assert panel["empty_hidden"], panel
+    assert [label for label, _ in panel["rows"]] == [vi for _, vi in STAGE_LABELS_VI]
+    for (key, _), (_, text) in zip(STAGE_LABELS_VI, panel["rows"], strict=True):
+        if stages[key] is None:
+            assert text == "–", (key, panel, stages)
+        else:  # whole ms
+            assert re.fullmatch(r"\d+", text), (key, panel)
+            assert abs(int(text) - stages[key]) <= 0.5, (key, panel, stages)
+    assert (await page.figures())["stages"] == {
+        f"stage.{key}": stages[key] for key, _ in STAGE_LABELS_VI
+    }
+    return stages
+
+
 async def played_more_than(page: Any, ms: float, *, timeout_s: float = 30) -> dict[str, Any]:
     """Wait until the page's player has played more than ``ms`` of audio in all."""
     player: dict[str, Any] = await page.wait_for(
@@ -112,20 +132,9 @@ async def test_spoken_turn_is_transcribed_answered_and_played(
             await played_more_than(page, 500)
             # Its stages (stages_ms on its response.done) are on the live panel, as sent.
             done = await page.wait_for_message("in", "response.done")
-            stages = done["msg"]["stages_ms"]
-            assert isinstance(stages["total"], (int, float)) and stages["total"] > 0, done
-            panel = await page.wait_for(STAGE_PANEL_JS, done["msg"]["response_id"], timeout_s=5)
-            assert panel["empty_hidden"], panel
-            assert [label for label, _ in panel["rows"]] == [vi for _, vi in STAGE_LABELS_VI]
-            for (key, _), (_, text) in zip(STAGE_LABELS_VI, panel["rows"], strict=True):
-                if stages[key] is None:
-                    assert text == "–", (key, panel, stages)
-                else:  # whole ms
-                    assert re.fullmatch(r"\d+", text), (key, panel)
-                    assert abs(int(text) - stages[key]) <= 0.5, (key, panel, stages)
-            assert (await page.figures())["stages"] == {
-                f"stage.{key}": stages[key] for key, _ in STAGE_LABELS_VI
-            }
+            stages = await stage_panel_shows(page, done["msg"])
+            # A spoken turn: the end of turn was timed too (the embedded brain says it).
+            assert stages["end_of_turn"] is not None and stages["end_of_turn"] > 0, stages
             figures = await page.figures()
             assert figures["audioContext"] == "running", figures
             assert figures["framesSent"] > 30, figures  # 100 ms frames from the microphone
@@ -182,6 +191,7 @@ async def test_speech_over_the_greeting_ducks_it_until_the_server_cuts_it(
             grown = answer["fig"]["player"]["totalPlayedMs"] - at_cut["totalPlayedMs"]
             assert 0 <= grown < CHUNK_MS, (at_cut, answer["fig"]["player"])
             assert answer["fig"]["player"]["bufferedMs"] == 0, answer
+            assert answer["fig"]["stages"] is None, answer  # a greeting is no timed reply
 
             first = (await page.entries())[0]
             assert first["role"] == "assistant" and first["text"].startswith("Xin chào,"), first
