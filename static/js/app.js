@@ -8,9 +8,10 @@
 //                                    {"type":"audio"} form when chosen)
 //   session.config                   after session.ready, only if the room's
 //                                    input_sample_rate is not 24000
-//   client_vad_speech_start          client VAD onset while the agent is silent
-//   interrupt {played_ms}            client VAD onset while the agent speaks,
-//                                    or the Interrupt button
+//   client_vad_speech_start          each client VAD onset (a hint: the
+//                                    server decides whether it cuts the
+//                                    agent; the page only ducks it)
+//   interrupt {played_ms}            the Interrupt button
 //   commit_audio                     client VAD end of speech, when "browser
 //                                    commits turns" is on
 //   text                             the text box
@@ -19,7 +20,7 @@
 import { AudioEngine, MicError } from "./audio-engine.js";
 import { DEFAULT_LANG, applyI18n, otherLang, translator } from "./i18n.js";
 import { VoiceSocket } from "./lib/connection.js";
-import { formatNumber, numericFields } from "./lib/metrics.js";
+import { formatFigure, formatMs, numericFields, stageRows } from "./lib/metrics.js";
 import { bytesToInt16 } from "./lib/pcm16.js";
 import {
   INPUT_SAMPLE_RATE,
@@ -131,7 +132,10 @@ const ui = {
   youSpeaking: false,
   serverHears: false,
   agentSpeaking: false,
+  ducked: false,
   serverMetrics: [],
+  stages: null, // rows of the last spoken reply's stages_ms (lib/metrics.js)
+  stagesOf: null, // its response_id
   banners: new Map(), // id -> {key, params, kind}
 };
 
@@ -183,17 +187,24 @@ function onVadEvent(ev) {
   if (ev.event === "start") {
     ui.youSpeaking = true;
     timer.cancel();
-    if (ui.sessionReady) {
-      const r = turns.onSpeechStart();
-      if (r.clearPlayback) engine.clearPlayback();
-    }
+    // A hint to the server and a duck here; the agent stops only on `interrupted`.
+    if (ui.sessionReady) turns.onSpeechStart();
   } else if (ev.event === "stop") {
     ui.youSpeaking = false;
     const r = turns.onSpeechStop();
     if (r.sent) timer.markTurnEnd(performance.now(), { restart: true });
   }
+  refreshDuck();
   refreshAgentState();
   renderIndicators();
+}
+
+// The agent's playback is turned down while the user talks (either VAD).
+function refreshDuck() {
+  if (turns.ducked !== ui.ducked) {
+    ui.ducked = turns.ducked;
+    engine.setDucked(ui.ducked);
+  }
 }
 
 // ---------------------------------------------------------------- receiving
@@ -213,10 +224,12 @@ function onServerEvent(ev) {
     }
     case "input.speech_started":
       ui.serverHears = true;
+      turns.onServerSpeech(true);
       timer.cancel();
       break;
     case "input.speech_stopped":
       ui.serverHears = false;
+      turns.onServerSpeech(false);
       timer.markTurnEnd(performance.now());
       break;
     case "response.started":
@@ -224,12 +237,20 @@ function onServerEvent(ev) {
       timer.onResponseStarted();
       engine.beginResponse();
       break;
-    case "response.done":
+    case "response.done": {
       turns.onResponseDone(ev.response_id);
       timer.onResponseDone();
       engine.endResponse();
+      // A spoken reply's stage timings; other responses carry none and leave the last.
+      const rows = stageRows(ev.stages_ms);
+      if (rows) {
+        ui.stages = rows;
+        ui.stagesOf = ev.response_id ?? null;
+      }
       break;
+    }
     case "interrupted":
+      // The server decided the user cut in: what is buffered here goes at once.
       engine.clearPlayback();
       turns.onInterrupted(ev.response_id);
       break;
@@ -244,6 +265,7 @@ function onServerEvent(ev) {
     default:
       break;
   }
+  refreshDuck();
   refreshAgentState();
   renderStatus();
 }
@@ -286,6 +308,7 @@ function onSocketState(state, info) {
     timer.cancel();
     for (const entry of transcript.closeOpen()) renderEntry(entry);
     ui.serverHears = false;
+    turns.onServerSpeech(false);
     const reason = info.reason ? `, ${info.reason}` : "";
     showBanner(
       "socket",
@@ -300,6 +323,7 @@ function onSocketState(state, info) {
   } else if (state === "closed") {
     hideBanner("socket");
   }
+  refreshDuck();
   refreshAgentState();
   renderStatus();
 }
@@ -339,6 +363,7 @@ function startNewSession() {
   $("transcript").replaceChildren();
   entryEls.clear();
   ui.serverMetrics = [];
+  ui.stages = ui.stagesOf = null;
   ui.room = null;
   openSocket();
   renderAll();
@@ -499,14 +524,14 @@ function renderStatus() {
   renderClientMetrics();
 }
 
-function renderFigures(dl, rows, labelled) {
+function renderFigures(dl, rows, labelled, format = formatFigure) {
   const frag = document.createDocumentFragment();
   for (const [name, value] of rows) {
     const dt = document.createElement("dt");
     dt.textContent = labelled ? t(name) : name;
     if (!labelled) dt.className = "code";
     const dd = document.createElement("dd");
-    dd.textContent = value === null || value === undefined ? "–" : formatNumber(value);
+    dd.textContent = format(value);
     frag.append(dt, dd);
   }
   dl.replaceChildren(frag);
@@ -515,6 +540,10 @@ function renderFigures(dl, rows, labelled) {
 function renderServerMetrics() {
   $("server-metrics-empty").hidden = ui.serverMetrics.length > 0;
   renderFigures($("server-metrics"), ui.serverMetrics, false);
+  $("stage-metrics-empty").hidden = ui.stages !== null;
+  const dl = $("stage-metrics");
+  dl.dataset.responseId = ui.stagesOf ?? "";
+  renderFigures(dl, ui.stages ?? [], true, formatMs);
 }
 
 function renderClientMetrics() {
@@ -529,6 +558,7 @@ function renderClientMetrics() {
     ["m.targetMs", s ? s.targetMs : null],
     ["m.underruns", s ? s.underruns : null],
     ["m.overflowMs", s ? s.overflowMs : null],
+    ["m.gain", s && Number.isFinite(s.gain) ? s.gain : null],
     ["m.interrupts", turns.interruptsSent],
     ["m.rtt", socket ? socket.lastRttMs : null],
     ["m.reconnects", socket ? Math.max(0, socket.connects - 1) : 0],
@@ -633,6 +663,9 @@ globalThis.voiceTrio = Object.freeze({
     audioContext: engine.ctx ? engine.ctx.state : null,
     player: engine.lastStats, // the player worklet's last report
     playedMs: engine.playedMs(), // what an interrupt would send as played_ms
+    ducked: ui.ducked, // the page has asked the player to duck (the user talks)
+    stages: ui.stages ? Object.fromEntries(ui.stages) : null, // the last spoken reply's
+    stagesOf: ui.stagesOf,
     interruptsSent: turns.interruptsSent,
     framesSent: counters.framesSent,
     framesDropped: counters.framesDropped,

@@ -198,6 +198,12 @@ export class AudioEngine {
     this.player?.port.postMessage({ type: "end" });
   }
 
+  /** Turn the agent's playback down (true) or back up (false), smoothly (lib/duck.js). */
+  setDucked(ducked) {
+    this._playerConfig.ducked = Boolean(ducked); // a player made later starts so
+    this.player?.port.postMessage({ type: "duck", ducked: Boolean(ducked) });
+  }
+
   clearPlayback() {
     this._early.length = 0;
     this.player?.port.postMessage({ type: "clear" });

@@ -22,38 +22,67 @@ test("speech start while the agent is silent: client_vad_speech_start only", () 
   assert.equal(c.acceptAudio(), true);
 });
 
-test("speech start during a response: one interrupt with played_ms, playback cleared", () => {
+test("speech start while the agent speaks: a hint and a duck, never a stop", () => {
   const { c, sent, setPlayed } = controller();
   c.onResponseStarted("r1");
   assert.equal(c.agentSpeaking, true);
   setPlayed(1234.4);
   const r = c.onSpeechStart();
+  // The server decides whether it is a barge-in (a cough or a "dạ" is not).
+  assert.deepEqual(sent, ['{"type":"client_vad_speech_start"}']);
+  assert.equal(r.clearPlayback, false);
+  assert.equal(c.ducked, true);
+  assert.equal(c.acceptAudio(), true, "the agent's audio goes on playing, ducked");
+  assert.equal(c.interruptsSent, 0);
+  assert.equal(c.agentSpeaking, true);
+  c.onSpeechStop();
+  assert.equal(c.ducked, false, "restored when the user stops");
+  // The buffered tail of a done response: the same.
+  c.onResponseDone("r1");
+  c.onPlayerActive(true);
+  c.onSpeechStart();
+  assert.deepEqual(sent.slice(1), ['{"type":"client_vad_speech_start"}']);
+  assert.equal(c.acceptAudio(), true);
+});
+
+test("ducked while either VAD hears the user", () => {
+  const { c } = controller();
+  assert.equal(c.ducked, false);
+  c.onServerSpeech(true); // input.speech_started
+  assert.equal(c.ducked, true);
+  c.onSpeechStart(); // the page's VAD too
+  c.onServerSpeech(false); // input.speech_stopped: the page still hears speech
+  assert.equal(c.ducked, true);
+  c.onSpeechStop();
+  assert.equal(c.ducked, false);
+  c.onServerSpeech(true);
+  c.onInterrupted("r1"); // the server cut the agent: the user goes on talking
+  assert.equal(c.ducked, true);
+  c.onServerSpeech(false);
+  assert.equal(c.ducked, false);
+});
+
+test("Interrupt button: one interrupt with played_ms, playback cleared", () => {
+  const { c, sent, setPlayed } = controller();
+  c.onResponseStarted("r1");
+  setPlayed(1234.4);
+  const r = c.interrupt();
   assert.deepEqual(sent, ['{"type":"interrupt","played_ms":1234}']);
   assert.equal(r.clearPlayback, true);
   assert.equal(c.interruptsSent, 1);
 });
 
-test("speech start while only the buffered tail still plays counts as barge-in", () => {
-  const { c, sent, setPlayed } = controller();
-  c.onResponseStarted("r1");
-  c.onResponseDone("r1");
-  c.onPlayerActive(true);
-  setPlayed(800);
-  c.onSpeechStart();
-  assert.deepEqual(sent, ['{"type":"interrupt","played_ms":800}']);
-});
-
 test("played_ms left out when unknown", () => {
   const { c, sent } = controller({ playedMs: () => null });
   c.onResponseStarted("r1");
-  c.onSpeechStart();
+  c.interrupt();
   assert.deepEqual(sent, ['{"type":"interrupt"}']);
 });
 
-test("audio of the cut response is dropped until the server catches up", () => {
+test("after the button, audio of the cut response is dropped until the server catches up", () => {
   const { c } = controller();
   c.onResponseStarted("r1");
-  c.onSpeechStart();
+  c.interrupt();
   assert.equal(c.acceptAudio(), false);
   c.onInterrupted("r1");
   assert.equal(c.acceptAudio(), true);
@@ -90,12 +119,12 @@ test("speech stop sends commit_audio only when the client commits turns", () => 
   assert.deepEqual(on.sent.slice(2), ['{"type":"client_vad_speech_start"}']);
 });
 
-test("barge-in then end of speech: interrupt, then commit", () => {
+test("speech over the agent, then its end: the hint, then commit", () => {
   const { c, sent } = controller({ clientCommits: true });
   c.onResponseStarted("r1");
   c.onSpeechStart();
   c.onSpeechStop();
-  assert.deepEqual(sent, ['{"type":"interrupt","played_ms":0}', '{"type":"commit_audio"}']);
+  assert.deepEqual(sent, ['{"type":"client_vad_speech_start"}', '{"type":"commit_audio"}']);
 });
 
 test("response bookkeeping: done for another id does not end the current one", () => {

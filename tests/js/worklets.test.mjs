@@ -196,8 +196,17 @@ test("player: clear drops everything at once and says so", () => {
   assert.equal(s.msg.bufferedMs, 0);
   assert.equal(s.msg.playedMs, 0);
   assert.ok(s.msg.clearedMs > 900);
-  const outs = runPlayer(proc, 5);
-  assert.ok(outs.every((o) => o[0].every((v) => v === 0)));
+  // What was playing fades out over 5 ms (240 samples at 48 kHz), then silence.
+  const out = runPlayer(proc, 5).flatMap((o) => Array.from(o[0]));
+  assert.ok(out.slice(240).every((v) => v === 0), "silent after 5 ms");
+  assert.ok(out.slice(0, 10).some((v) => Math.abs(v) > 0.05), "not cut mid-wave");
+  for (let i = 0; i < 240; i++) {
+    const bound = (0.5 * (240 - i)) / 241 + 1e-6; // the tone's 0.5 under a falling line
+    assert.ok(Math.abs(out[i]) <= bound, `sample ${i}: ${out[i]} > ${bound}`);
+  }
+  // A clear while nothing plays has nothing to fade.
+  send(proc, { type: "clear" });
+  assert.ok(runPlayer(proc, 3).every((o) => o[0].every((v) => v === 0)));
 });
 
 test("player: end plays a short tail; odd byte splits and rate changes are handled", () => {
@@ -222,4 +231,35 @@ test("player: end plays a short tail; odd byte splits and rate changes are handl
   const outs2 = runPlayer(proc, 50, 1);
   const real2 = outs2.flatMap((o) => Array.from(o[0])).filter((v) => v !== 0).length;
   assert.ok(Math.abs(real2 - 4800) <= 6, `100 ms at 48 kHz: ${real2}`);
+});
+
+test("player: duck turns the playing audio down smoothly and back up; stats say so", () => {
+  const Play = registered.get("voice-player");
+  const proc = new Play({ processorOptions: { startMs: 20 } });
+  send(proc, { type: "begin" });
+  send(proc, { type: "audio", pcm: pcmTone(1000, 24000, 0.5) });
+  let peak = (outs) => Math.max(...outs.flatMap((o) => Array.from(o[0], Math.abs)));
+  assert.ok(peak(runPlayer(proc, 40, 1)) > 0.49, "full level first");
+  take(proc, "stats");
+  send(proc, { type: "duck", ducked: true });
+  const [now] = take(proc, "stats");
+  assert.equal(now.msg.ducked, true, "reported at once");
+  assert.equal(now.msg.gain, 1, "the ramp has not begun");
+  const down = runPlayer(proc, 40, 1); // ~107 ms: the 50 ms ramp and then some
+  const samples = down.flatMap((o) => Array.from(o[0]));
+  let jump = 0;
+  for (let i = 1; i < samples.length; i++) jump = Math.max(jump, Math.abs(samples[i] - samples[i - 1]));
+  // A 440 Hz tone at 0.5 moves at most 2*pi*440*0.5/48000 = 0.029 a sample; a step would show.
+  assert.ok(jump < 0.03, `largest sample step ${jump}`);
+  assert.ok(peak(down.slice(-10)) < 0.126 && peak(down.slice(-10)) > 0.12, "0.25 of 0.5");
+  const stats = take(proc, "stats").map((s) => s.msg);
+  assert.equal(stats.at(-1).gain, 0.25);
+  // Every sample since the duck played below full gain (reported every ~50 ms of 107).
+  const { duckedMs } = stats.at(-1);
+  assert.ok(duckedMs >= 100 && duckedMs <= (1000 * 40 * 128) / 48000, JSON.stringify(stats.at(-1)));
+  assert.equal(stats.at(-1).state, "playing", "ducked, not stopped");
+  send(proc, { type: "duck", ducked: false });
+  const up = runPlayer(proc, 40, 1);
+  assert.ok(peak(up.slice(-10)) > 0.49, "back to full level");
+  assert.equal(take(proc, "stats").at(-1).msg.gain, 1);
 });

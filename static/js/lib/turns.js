@@ -1,18 +1,26 @@
 // Turn-taking on the client: what to send when the client VAD hears speech
-// start or stop, when the agent counts as speaking, and the client-side time
-// to first audio. Pure module: the page gives it a `send` function.
+// start or stop, when the agent counts as speaking, when its playback is
+// ducked, and the client-side time to first audio. Pure module: the page
+// gives it a `send` function.
 //
-// Barge-in choice: on each speech onset the page sends exactly ONE message.
-//   - agent speaking (a response is under way, or its audio is still
-//     playing here): {"type":"interrupt","played_ms":N}. It carries how much
-//     of the response the user heard, which client_vad_speech_start cannot,
-//     so the server can truncate the model's memory at that point. Playback
-//     is cleared here at once, and audio still in flight for the cut
-//     response is dropped until the server answers (`interrupted`) or a
-//     response begins or ends.
-//   - otherwise: {"type":"client_vad_speech_start"}, which tells the server
-//     the user started talking (harmless when nothing is playing).
-// One message per onset means the server never sees two barge-ins for one.
+// A speech onset is a hint, not a barge-in: on each onset the page sends
+// exactly one {"type":"client_vad_speech_start"} and ducks the agent's
+// playback (lib/duck.js), whether or not the agent is speaking. The server
+// decides from the audio that follows whether the user meant to cut in (a
+// cough, a door, the agent's own echo or a "dạ" said over it does not) and
+// then sends `interrupted`, on which the page empties its player at once.
+// The page never stops the agent on its own VAD.
+//
+// The playback is ducked while the user talks: from the client VAD's start
+// to its stop, and from the server's input.speech_started to its
+// input.speech_stopped (either one is enough: the server hears what the
+// page's energy VAD misses, and the other way round).
+//
+// The Interrupt button is the explicit barge-in: {"type":"interrupt",
+// "played_ms":N} (how much of the response the user heard, so the server
+// truncates the model's memory there); playback is cleared here at once and
+// audio still in flight for the cut response is dropped until the server
+// answers (`interrupted`) or a response begins or ends.
 
 import {
   clientVadSpeechStartMessage,
@@ -34,8 +42,19 @@ export class TurnController {
     this.responseId = null; // response under way, by server events
     this.playerActive = false; // audio buffered or playing here
     this.suppressAudio = false; // after a local barge-in, until the server catches up
-    this.userSpeaking = false;
+    this.userSpeaking = false; // by the client VAD
+    this.serverHears = false; // between input.speech_started and input.speech_stopped
     this.interruptsSent = 0;
+  }
+
+  /** Duck the agent's playback: the user is talking, by either VAD. */
+  get ducked() {
+    return this.userSpeaking || this.serverHears;
+  }
+
+  /** input.speech_started (true) / input.speech_stopped (false), or the socket dropped. */
+  onServerSpeech(started) {
+    this.serverHears = Boolean(started);
   }
 
   get agentSpeaking() {
@@ -68,12 +87,12 @@ export class TurnController {
   }
 
   /**
-   * The client VAD heard speech start.
-   * @returns {{sent: object, clearPlayback: boolean}}
+   * The client VAD heard speech start: a hint to the server, and a duck here;
+   * never a stop (see the top of this file).
+   * @returns {{sent: object, clearPlayback: false}}
    */
   onSpeechStart() {
     this.userSpeaking = true;
-    if (this.agentSpeaking) return this.interrupt();
     const msg = clientVadSpeechStartMessage();
     this._send(msg);
     return { sent: msg, clearPlayback: false };
@@ -94,7 +113,7 @@ export class TurnController {
     return { sent: null };
   }
 
-  /** Barge in now (VAD onset while the agent speaks, or the Interrupt button). */
+  /** Barge in now: the Interrupt button. */
   interrupt() {
     const msg = interruptMessage(this._playedMs());
     this._send(msg);
