@@ -1,8 +1,9 @@
 """A room's bounded outbox and its writer, the only sender on the connection.
 
-What waits in the outbox is one of three things (:data:`Outgoing`): an encoded
-event (``str``), events that go out back to back (``tuple[str, ...]``), or an
-:class:`AudioChunk` of a turn. The writer sends everything waiting in one batch
+What waits in the outbox is one of four things (:data:`Outgoing`): an encoded
+event (``str``), events that go out back to back (``tuple[str, ...]``), an
+:class:`AudioChunk` of a turn, or :class:`Later`: events made when the writer
+reaches them (a response's end, whose stages are known once its first audio left). The writer sends everything waiting in one batch
 (one system call on ``voice-trio serve``), drops audio queued before an interrupt
 (by epoch), and keeps the playback clock: when the client will have played what
 it was sent, if it plays in real time in order.
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from ..metrics import ServerMetrics
     from .turn import RoomTurn
 
-__all__ = ["AudioChunk", "Outbox", "Outgoing"]
+__all__ = ["AudioChunk", "Later", "Outbox", "Outgoing"]
 
 # Most messages the writer sends in one batch.
 _WRITE_BATCH = 64
@@ -49,7 +50,13 @@ class AudioChunk(msgspec.Struct):
     turn: RoomTurn
 
 
-Outgoing = str | tuple[str, ...] | AudioChunk
+class Later(msgspec.Struct):
+    """Events made (and encoded) when the writer reaches them, back to back."""
+
+    make: Callable[[], list[Any]]
+
+
+Outgoing = str | tuple[str, ...] | AudioChunk | Later
 
 
 class Outbox:
@@ -112,6 +119,12 @@ class Outbox:
     async def put_together(self, *events: Any) -> None:
         """Queue control events as one item: nothing can come between them."""
         await self._put(tuple(p.encode(e) for e in events))
+
+    async def put_later(self, make: Callable[[], list[Any]]) -> None:
+        """Queue events that ``make`` builds as the writer reaches them (after what is
+        queued before them has left): a response's end carries what its audio's leaving
+        measured."""
+        await self._put(Later(make))
 
     async def put_audio(self, chunk: bytes, turn: RoomTurn) -> None:
         await self._put(AudioChunk(turn.epoch, chunk, turn))
@@ -191,7 +204,18 @@ class Outbox:
         self.shut()
 
     def shut(self) -> None:
-        """Drop what was never sent (each chunk names its turn) and let go of the room."""
+        """Drop what was never sent (each chunk names its turn) and let go of the room.
+
+        What waited to be made as it left is made still (a response's end: it is
+        recorded), only not sent.
+        """
+        while True:
+            try:
+                item = self._rx.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if isinstance(item, Later):
+                item.make()
         self._rx.close()
         self._close_room = _closed  # no cycle left: a closed room is freed by refcount
 
@@ -212,6 +236,8 @@ class Outbox:
                         batch.append(data)
                 case tuple():
                     batch.extend(item)
+                case Later(make):
+                    batch.extend(p.encode(e) for e in make())
             if len(batch) >= _WRITE_BATCH:
                 return batch
             try:

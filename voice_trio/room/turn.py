@@ -233,8 +233,13 @@ class RoomTurn:
         if rest:
             await self._queue_audio(rest)
         self.state = TurnState.DONE
-        await self.room.outbox.put_together(*self._closing_events())
+        # Made as they leave, after its first audio: response.done and the record carry
+        # the reply's stages.
+        await self.room.outbox.put_later(self._done)
+
+    def _done(self) -> list[Any]:
         self.record()
+        return self._closing_events()
 
     def _start_voice(self, voice: Voice) -> None:
         send, receive = trio.open_memory_channel[str](_VOICE_TEXT_MAX)
