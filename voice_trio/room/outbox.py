@@ -3,8 +3,9 @@
 What waits in the outbox is one of four things (:data:`Outgoing`): an encoded
 event (``str``), events that go out back to back (``tuple[str, ...]``), an
 :class:`AudioChunk` of a turn, or :class:`Later`: events made when the writer
-reaches them (a response's end, whose stages are known once its first audio left). The writer sends everything waiting in one batch
-(one system call on ``voice-trio serve``), drops audio queued before an interrupt
+reaches them (a response's end, whose stages are known once its first audio left).
+The writer sends everything waiting in one batch (one system call on
+``voice-trio serve``), drops audio queued before an interrupt
 (by epoch), and keeps the playback clock: when the client will have played what
 it was sent, if it plays in real time in order.
 
