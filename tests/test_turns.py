@@ -14,7 +14,7 @@ import subprocess
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +385,39 @@ async def test_speech_after_a_turn_ended_but_before_its_reply_was_heard_joins_it
     cut, answered = [t for t in found["transcript"] if t["role"] == "assistant"]
     assert cut["status"] == "interrupted" and cut["heard_ms"] == 0 and cut["text"] == ""
     assert answered["status"] == "completed" and answered["text"]
+
+
+async def test_a_confirmed_barge_in_cuts_where_the_clients_hint_said_it_had_played(
+    local_speech, tmp_path
+) -> None:
+    """A client whose playback lags the server's clock says so with its hint's
+    played_ms: the barge-in the brain confirms cuts there (plus the time since), not at
+    the server's estimate (which counts the greeting as playing from its first byte)."""
+    from .test_transcripts import poll_session
+
+    sentence = espeak("Xin chào, tôi muốn đặt lịch hẹn vào thứ hai lúc mười giờ.")
+    fields = {"transcript_db_path": str(tmp_path / "t.sqlite3")}
+    with trio.fail_after(90):
+        async with local_room(local_speech, tmp_path / "lag.sqlite3", "lag", **fields) as (
+            server, talk,
+        ):  # fmt: skip
+            greeting = await greeting_playing(talk)
+            await trio.sleep(1.0)  # by the server's clock the greeting has played 1 s more
+            hinted = trio.current_time()
+            # This client's player has not begun it yet (its playback lags).
+            await talk.client.send_json(type="client_vad_speech_start", played_ms=0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(talk.speak, at_24k(sentence), before_s=0.0))
+                await talk.wait_for("interrupted", response_id=greeting)
+                cut = trio.current_time()
+            with trio.fail_after(30):
+                while True:
+                    found = await poll_session(server, "lag", until="transcript")
+                    if any(t.get("response_id") == greeting for t in found["transcript"]):
+                        break
+                    await trio.sleep(0.1)
+    (row,) = [t for t in found["transcript"] if t.get("response_id") == greeting]
+    assert row["status"] == "interrupted"
+    # What the client had played by the hint (0), and what played since, at most.
+    assert 0 < row["heard_ms"] <= (cut - hinted) * 1000
+    assert row["heard_ms"] < row["audio_ms"]

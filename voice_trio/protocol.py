@@ -64,7 +64,8 @@ class Interrupt(_In, tag="interrupt"):
 
 
 class ClientVadSpeechStart(_In, tag="client_vad_speech_start"):
-    pass
+    #: What the user had heard of the current response then (the client's player).
+    played_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class SessionConfig(_In, tag="session.config"):

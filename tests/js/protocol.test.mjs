@@ -24,6 +24,10 @@ test("client messages carry exactly the DESIGN.md fields", () => {
   assert.equal(wire(textMessage("Xin chào")), '{"type":"text","text":"Xin chào"}');
   assert.equal(wire(commitAudioMessage()), '{"type":"commit_audio"}');
   assert.equal(wire(clientVadSpeechStartMessage()), '{"type":"client_vad_speech_start"}');
+  assert.equal(
+    wire(clientVadSpeechStartMessage(1234.6)),
+    '{"type":"client_vad_speech_start","played_ms":1235}',
+  );
   assert.equal(wire(pingMessage()), '{"type":"ping"}');
   assert.equal(wire(audioMessage(new Int16Array([1, -2, 32767, -32768]))), '{"type":"audio","audio":[1,-2,32767,-32768]}');
 });

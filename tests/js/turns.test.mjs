@@ -28,8 +28,9 @@ test("speech start while the agent speaks: a hint and a duck, never a stop", () 
   assert.equal(c.agentSpeaking, true);
   setPlayed(1234.4);
   const r = c.onSpeechStart();
-  // The server decides whether it is a barge-in (a cough or a "dạ" is not).
-  assert.deepEqual(sent, ['{"type":"client_vad_speech_start"}']);
+  // The server decides whether it is a barge-in (a cough or a "dạ" is not); one it
+  // confirms cuts at what the user had heard when the hint went.
+  assert.deepEqual(sent, ['{"type":"client_vad_speech_start","played_ms":1234}']);
   assert.equal(r.clearPlayback, false);
   assert.equal(c.ducked, true);
   assert.equal(c.acceptAudio(), true, "the agent's audio goes on playing, ducked");
@@ -41,7 +42,7 @@ test("speech start while the agent speaks: a hint and a duck, never a stop", () 
   c.onResponseDone("r1");
   c.onPlayerActive(true);
   c.onSpeechStart();
-  assert.deepEqual(sent.slice(1), ['{"type":"client_vad_speech_start"}']);
+  assert.deepEqual(sent.slice(1), ['{"type":"client_vad_speech_start","played_ms":1234}']);
   assert.equal(c.acceptAudio(), true);
 });
 
@@ -124,7 +125,10 @@ test("speech over the agent, then its end: the hint, then commit", () => {
   c.onResponseStarted("r1");
   c.onSpeechStart();
   c.onSpeechStop();
-  assert.deepEqual(sent, ['{"type":"client_vad_speech_start"}', '{"type":"commit_audio"}']);
+  assert.deepEqual(sent, [
+    '{"type":"client_vad_speech_start","played_ms":0}',
+    '{"type":"commit_audio"}',
+  ]);
 });
 
 test("response bookkeeping: done for another id does not end the current one", () => {

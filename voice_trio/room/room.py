@@ -63,6 +63,7 @@ class Room:
         "brain_rates", "closed", "close_code", "close_reason", "draining",
         "last_activity", "messages_in", "incoming_audio_dropped", "_transport", "_nursery",
         "_limits", "_resampler", "_responses", "_last_metrics_at", "_active_since_metrics",
+        "_played_hint",
     )  # fmt: skip
 
     def __init__(
@@ -96,6 +97,8 @@ class Room:
         self._nursery: trio.Nursery | None = None
         self._limits: RoomLimits | None = None  # made with the first message
         self._resampler: InputResampler | None = None
+        # The client's last client_vad_speech_start with played_ms: (response, ms, when).
+        self._played_hint: tuple[str, int, float] | None = None
         self._responses = 0
         self.last_activity = self._last_metrics_at = trio.current_time()
         self._active_since_metrics = False
@@ -273,14 +276,18 @@ class Room:
                     )
             case p.Interrupt(played_ms=played_ms):
                 await self.interrupt(played_ms)
-            case p.ClientVadSpeechStart():
+            case p.ClientVadSpeechStart(played_ms=played_ms):
                 # A hint only when the brain hears the audio and confirms barge-ins
-                # itself (the local brain: words, not a cough or a "dạ").
+                # itself (the local brain: words, not a cough or a "dạ"); what the
+                # client had played is kept for the barge-in the brain may confirm.
+                turn = self.turn
                 brain = self.upstream.brain
                 if getattr(brain, "confirms_barge_in", False):
+                    if turn is not None and played_ms is not None:
+                        self._played_hint = (turn.response_id, played_ms, trio.current_time())
                     return
-                if self.turn is not None and self.turn.speaking:
-                    await self.interrupt(None)
+                if turn is not None and (turn.speaking or played_ms is not None):
+                    await self.interrupt(played_ms)
             case p.SessionConfig():
                 await self._configure(msg)
             case p.Ping():
@@ -432,6 +439,20 @@ class Room:
         turn.record(heard)
         if (brain := self.upstream.brain) is not None:
             await brain.cancel_response(turn.response_id, played_ms=heard)
+
+    async def barge_in(self) -> None:
+        """The brain confirmed speech over the agent: cut what the user hears. Where the
+        client's hint said what it had played, that (and the time since) is what was
+        heard, not the server's estimate (a client's playback may lag it)."""
+        turn = self.turn
+        if turn is None:
+            return
+        played = None
+        hint = self._played_hint
+        if hint is not None and hint[0] == turn.response_id:
+            played = hint[1] + int((trio.current_time() - hint[2]) * 1000)
+        if turn.speaking or (played is not None and played < turn.sent_ms):
+            await self.interrupt(played)
 
     async def drop_reply(self) -> None:
         """Drop the reply the user has not heard (they went on speaking, the brain joins

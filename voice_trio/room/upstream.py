@@ -225,9 +225,7 @@ class RoomEvents:
         return await self._room.start_response(reply=reply)
 
     async def barge_in(self) -> None:
-        turn = self._room.turn
-        if turn is not None and turn.speaking:
-            await self._room.interrupt(None)
+        await self._room.barge_in()
 
     def text_heard(self, played_ms: int) -> str:
         """The words of the current (cut) response the user heard in ``played_ms``."""

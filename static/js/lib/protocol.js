@@ -39,8 +39,16 @@ export function interruptMessage(playedMs) {
   return { type: "interrupt", played_ms: Math.max(0, Math.round(playedMs)) };
 }
 
-export function clientVadSpeechStartMessage() {
-  return { type: "client_vad_speech_start" };
+/**
+ * The client VAD heard speech: a hint. played_ms (what the user had heard of
+ * the current response) is what a barge-in the server confirms will cut at.
+ * @param {number|null|undefined} playedMs
+ */
+export function clientVadSpeechStartMessage(playedMs) {
+  if (playedMs === null || playedMs === undefined || !Number.isFinite(playedMs)) {
+    return { type: "client_vad_speech_start" };
+  }
+  return { type: "client_vad_speech_start", played_ms: Math.max(0, Math.round(playedMs)) };
 }
 
 const CONFIG_FIELDS = ["input_sample_rate", "language", "voice", "instructions"];

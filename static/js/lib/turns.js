@@ -93,7 +93,8 @@ export class TurnController {
    */
   onSpeechStart() {
     this.userSpeaking = true;
-    const msg = clientVadSpeechStartMessage();
+    // What was heard of the agent so far: a barge-in the server confirms cuts there.
+    const msg = clientVadSpeechStartMessage(this.agentSpeaking ? this._playedMs() : null);
     this._send(msg);
     return { sent: msg, clearPlayback: false };
   }
