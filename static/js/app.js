@@ -433,6 +433,12 @@ const entryEls = new Map(); // entry id -> <li>
 
 function renderEntry(entry) {
   let li = entryEls.get(entry.id);
+  if (entry.hidden) {
+    // A joined turn's partial entry: its words are in the turn's first entry now.
+    if (li) li.remove();
+    entryEls.delete(entry.id);
+    return;
+  }
   if (!li) {
     li = document.createElement("li");
     li.append(document.createElement("span"), document.createElement("span"));

@@ -176,3 +176,24 @@ test("clear empties everything", () => {
   t.apply({ type: "input.transcript", text: "b", final: true });
   assert.equal(t.entries.length, 1);
 });
+
+test("a joined final transcript replaces the turn's first one, not a new entry", () => {
+  const t = new Transcript();
+  t.apply({ type: "input.transcript", text: "Xin chào.", final: true });
+  t.apply({ type: "response.started", response_id: "r1" });
+  t.apply({ type: "interrupted", response_id: "r1" });
+  t.apply({ type: "input.transcript", text: "Tôi muốn", final: false });
+  const changed = t.apply({
+    type: "input.transcript",
+    text: "Xin chào. Tôi muốn đặt lịch hẹn.",
+    final: true,
+    joined: true,
+  });
+  const users = t.entries.filter((e) => e.role === "user");
+  assert.deepEqual(users.map((e) => e.text), ["Xin chào. Tôi muốn đặt lịch hẹn."]);
+  assert.equal(changed.length, 2);
+  assert.equal(changed[1].hidden, true);
+  // The next turn is an entry of its own again.
+  t.apply({ type: "input.transcript", text: "Cảm ơn.", final: true });
+  assert.equal(t.entries.filter((e) => e.role === "user").length, 2);
+});

@@ -3,7 +3,10 @@
 //
 // Entry: {id, role: "user"|"assistant"|"error", text, partial, status, ...}
 //   user       from input.transcript (partial while final is false; the next
-//              partial or the final replaces its text) or a typed turn
+//              partial or the final replaces its text) or a typed turn; a final
+//              with joined: true is the whole of the turn the last final began
+//              (the user went on before hearing its reply): it replaces that
+//              entry's text, and the joined part's own entry goes (hidden: true)
 //   assistant  one per response_id: deltas append, text.done replaces
 //              with the whole text, response.done / interrupted set status
 //   error      error events, shown plainly
@@ -17,6 +20,7 @@ export class Transcript {
     this._pendingUser = null; // entry receiving partial transcripts
     this._byResponse = new Map(); // response_id -> entry
     this._lastTyped = null; // typed entry the server may echo as a transcript
+    this._lastFinal = null; // the last final user transcript's entry
   }
 
   _add(fields) {
@@ -27,6 +31,7 @@ export class Transcript {
       if (old.responseId !== undefined) this._byResponse.delete(old.responseId);
       if (old === this._pendingUser) this._pendingUser = null;
       if (old === this._lastTyped) this._lastTyped = null;
+      if (old === this._lastFinal) this._lastFinal = null;
     }
     return entry;
   }
@@ -50,6 +55,9 @@ export class Transcript {
   apply(event) {
     switch (event.type) {
       case "input.transcript":
+        if (event.joined === true && event.final !== false && this._lastFinal) {
+          return this._joinedTranscript(String(event.text ?? ""));
+        }
         return this._userTranscript(String(event.text ?? ""), event.final !== false);
       case "response.started":
         return [this._assistant(event.response_id)];
@@ -108,8 +116,25 @@ export class Transcript {
     this._lastTyped = null;
     entry.text = text;
     entry.partial = !final;
-    if (final) this._pendingUser = null;
+    if (final) {
+      this._pendingUser = null;
+      this._lastFinal = entry;
+    }
     return [entry];
+  }
+
+  _joinedTranscript(text) {
+    const entry = this._lastFinal;
+    entry.text = text;
+    const changed = [entry];
+    const pending = this._pendingUser;
+    if (pending && pending !== entry) {
+      this.entries = this.entries.filter((e) => e !== pending);
+      pending.hidden = true;
+      changed.push(pending);
+    }
+    this._pendingUser = null;
+    return changed;
   }
 
   _assistant(responseId) {
