@@ -5,6 +5,8 @@ speaks Vietnamese utterances of 2-4 s (synthesised with the embedded voice)
 into rooms at real-time pace with silence around them, and times, per turn,
 the moment the last speech frame was sent to the moment the first byte of the
 reply's audio arrived. Rooms speak one at a time (``--rooms 1``) or together.
+It also reports the server's own stages of each reply (``stages_ms`` on its
+``response.done``: end_of_turn, asr, brain, tts, total), p50 and p90.
 
     .venv/bin/python bench/local_latency.py [--turns 12] [--rooms 1] [--out FILE]
 
@@ -90,6 +92,8 @@ async def one_room(port: int, index: int, clips: list[bytes], turns: int, out: l
                         state["text"] = event["text"]  # type: ignore[assignment]
                     elif event["type"] == "input.speech_stopped":
                         state["stopped_at"] = time.perf_counter()
+                    elif event["type"] == "response.done" and event.get("stages_ms"):
+                        state["stages"] = event["stages_ms"]
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
@@ -136,7 +140,29 @@ async def one_room(port: int, index: int, clips: list[bytes], turns: int, out: l
                     )
                 # Let the reply play out before the next turn (as a listener would).
                 await trio.sleep(3.0)
+                if out and out[-1]["room"] == index and "stages" in state:
+                    out[-1]["stages_ms"] = state["stages"]
             nursery.cancel_scope.cancel()
+
+
+STAGES = ("end_of_turn", "asr", "brain", "tts", "total")
+
+
+def stage_quantiles(results: list[dict]) -> dict[str, dict[str, float | int | None]]:
+    """p50 / p90 (ms) of each server-side stage over the turns that had it."""
+    table: dict[str, dict[str, float | int | None]] = {}
+    for stage in STAGES:
+        values = sorted(
+            r["stages_ms"][stage]
+            for r in results
+            if r.get("stages_ms") and r["stages_ms"].get(stage) is not None
+        )
+        table[stage] = {
+            "p50": round(statistics.median(values), 1) if values else None,
+            "p90": round(values[int(0.9 * (len(values) - 1))], 1) if values else None,
+            "n": len(values),
+        }
+    return table
 
 
 async def main() -> None:
@@ -192,9 +218,13 @@ async def main() -> None:
         )
         if results
         else None,
+        "stages_ms": stage_quantiles(results),
         "settings": args.env,
     }
     print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print("\n| stage | p50 ms | p90 ms | turns |\n| --- | --- | --- | --- |")
+    for stage, q in summary["stages_ms"].items():
+        print(f"| {stage} | {q['p50']} | {q['p90']} | {q['n']} |")
     if args.out:
         args.out.write_text(
             json.dumps({"summary": summary, "turns": results}, indent=2, ensure_ascii=False)
