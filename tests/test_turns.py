@@ -321,6 +321,12 @@ async def test_a_real_sentence_over_the_agent_cuts_it_while_it_is_said(
             final = await talk.wait_for("input.transcript", final=True)
             assert "xin chào" in final["text"].lower()
             assert await server.metric("voice_trio_interrupts_total") == 1
+            # The agent graph remembers the greeting as far as it was heard.
+            said = await talk.wait_for("response.text.done", response_id=greeting)
+            conversation = server.app.rooms["cut"].session.conversation
+            replies = [e.text for e in conversation.history if e.role == "assistant"]
+            assert replies and said["text"].startswith(replies[0])
+            assert len(replies[0]) < len(said["text"])
 
 
 async def test_speech_after_a_turn_ended_but_before_its_reply_was_heard_joins_it(

@@ -493,6 +493,18 @@ class Conversation:
         """Add to the history what was said elsewhere (the Azure brain's transcripts)."""
         self._history.append(HistoryEntry(role, text))
 
+    def amend_reply(self, heard: str) -> None:
+        """The last reply was cut: the history keeps only what the user heard of it
+        (nothing at all when nothing was heard)."""
+        history = self._history
+        for i in range(len(history) - 1, -1, -1):
+            if history[i].role == "assistant":
+                if heard:
+                    history[i] = HistoryEntry("assistant", heard)
+                else:
+                    del history[i]
+                return
+
     def checkpoint(self) -> Checkpoint | None:
         """Its state before a turn, to :meth:`rewind` to (None: its slots cannot be copied)."""
         try:

@@ -790,7 +790,12 @@ class LocalBrain:
         await self._jobs_tx.send(TypedText(text))
 
     async def cancel_response(self, response_id: str, *, played_ms: int) -> None:
-        pass  # the reply was local text: nothing upstream to truncate
+        """A reply was cut: nothing upstream to stop, but the conversation's history keeps
+        only the words the user heard of it (the room says which: ``text_heard``)."""
+        heard = getattr(self._events, "text_heard", None)
+        amend = getattr(self._responder, "amend_reply", None)
+        if heard is not None and amend is not None:
+            amend(heard(played_ms))
 
     def configure(self, options: SessionOptions) -> None:
         self.options = options
