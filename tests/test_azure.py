@@ -486,10 +486,11 @@ async def test_the_unmodified_server_talks_to_azure_and_cartesia_from_settings_a
 
 
 async def test_a_cut_text_response_is_remembered_as_the_words_heard(tmp_path) -> None:
-    """Azure text out + Cartesia: the cut item is deleted, one with the heard words made."""
+    """Azure text out + Cartesia: the cut item is deleted, one with the heard words made
+    (the words Cartesia's timestamps say had ended in the audio the client played)."""
     from voice_trio.config import Settings
 
-    from .fakes.cartesia import open_fake_cartesia
+    from .fakes.cartesia import open_fake_cartesia, word_times
 
     words = " ".join(f"từ{i}" for i in range(40))
     async with open_fake_azure(delta_delay_s=0.0, reply=lambda s: words) as azure:
@@ -521,7 +522,8 @@ async def test_a_cut_text_response_is_remembered_as_the_words_heard(tmp_path) ->
                             done_text = event["text"]
                         if received >= 4 * 4800 and done_text:
                             break
-                    await client.send_json(type="interrupt", played_ms=received // 96)
+                    played_ms = received // 96
+                    await client.send_json(type="interrupt", played_ms=played_ms)
                     await client.until("response.done")
                     await client.ping()
                     session = azure.sessions[0]
@@ -536,5 +538,9 @@ async def test_a_cut_text_response_is_remembered_as_the_words_heard(tmp_path) ->
     # Only a start of the answer: what the client had played, whole words.
     assert heard and words.startswith(heard) and len(heard) < len(words)
     assert heard.split()[-1] in words.split()
+    ended = [word for word, _, end in word_times(words) if end * 1000 <= played_ms]
+    assert heard == " ".join(ended), (heard, played_ms)
+    # Cartesia was asked for them.
+    assert all(r.get("add_timestamps") for c in cartesia.contexts.values() for r in c.requests)
     assistant = [i for i in session.items if i.get("role") == "assistant"]
     assert delete["item_id"] not in [i.get("id") for i in assistant]

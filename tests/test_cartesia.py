@@ -202,3 +202,24 @@ def test_the_fake_refuses_requests_outside_the_schema() -> None:
     fake._check(CLIENT, request, "client")
     fake._check(CLIENT, {"context_id": "c", "cancel": False}, "client")
     assert len(fake.invalid) == 2 and "speed_up" in fake.invalid[0]
+
+
+def test_the_words_heard_follow_the_voices_word_ends_not_the_share_of_audio() -> None:
+    """A voice that says when each word ends (Cartesia's timestamps) decides what a cut
+    reply's listener heard: a long pause after the first word is not half the text."""
+    from types import SimpleNamespace
+
+    from voice_trio.room.minutes import text_heard
+
+    text = "Vâng, phòng khám mở cửa từ tám giờ sáng đến năm giờ chiều."
+    # 4 s of audio: "Vâng," ends at 0.4 s, then a pause; the other words from 1.6 s on.
+    ends = [400, 1600, 1800, 2000, 2200, 2400, 2600, 2800, 3000, 3200, 3400, 3600, 4000]
+    assert len(ends) == len(text.split())
+    turn = SimpleNamespace(word_ends=ends, queued_bytes=4 * 48_000, sent_ms=4000)
+    assert text_heard(text, 1500, turn) == "Vâng,"  # the share of audio would say 5 words
+    assert text_heard(text, 2000, turn) == "Vâng, phòng khám mở"
+    assert text_heard(text, 4000, turn) == text
+    assert text_heard(text, 300, turn) == ""
+    # Without word ends: the share of the audio made, cut at a word.
+    turn = SimpleNamespace(word_ends=None, queued_bytes=4 * 48_000, sent_ms=4000)
+    assert text_heard(text, 2000, turn) == text[: text.rfind(" ", 0, len(text) // 2 + 1)]

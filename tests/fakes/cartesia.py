@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .azure_realtime import unknown_keys
 
-__all__ = ["FakeCartesia", "audio_for", "open_fake_cartesia"]
+__all__ = ["FakeCartesia", "audio_for", "open_fake_cartesia", "word_times"]
 
 CLIENT = TypeAdapter(WebsocketClientEvent)
 SERVER = TypeAdapter(WebsocketResponse)
@@ -44,6 +45,15 @@ def audio_for(text: str) -> bytes:
     )
 
 
+def word_times(text: str, offset: int = 0) -> list[tuple[str, float, float]]:
+    """(word, start s, end s) of each space-separated word of ``text`` in the fake's audio,
+    ``offset`` characters into its context."""
+    return [
+        (m.group(), (offset + m.start()) / 100, (offset + m.end()) / 100)
+        for m in re.finditer(r"\S+", text)
+    ]
+
+
 @dataclass
 class FakeContext:
     context_id: str
@@ -53,6 +63,8 @@ class FakeContext:
     ended_input: bool = False
     cancelled: bool = False
     done: bool = False
+    #: Characters of its text spoken so far (its audio's length, 10 ms each).
+    spoken: int = 0
 
     @property
     def text(self) -> str:
@@ -260,6 +272,27 @@ class FakeCartesia:
                             "step_time": 1.0,
                         },
                     )
+                if context.requests and context.requests[0].get("add_timestamps"):
+                    # After the piece's audio, as Cartesia does: each word's start and end,
+                    # seconds from the context's first audio (10 ms per character).
+                    timed = word_times(text, context.spoken)
+                    if timed:
+                        words, starts, ends = zip(*timed, strict=True)
+                        await self._send(
+                            ws,
+                            {
+                                "type": "timestamps",
+                                "context_id": context.context_id,
+                                "done": False,
+                                "status_code": 206,
+                                "word_timestamps": {
+                                    "words": list(words),
+                                    "start": list(starts),
+                                    "end": list(ends),
+                                },
+                            },
+                        )
+                context.spoken += len(text)
 
 
 @asynccontextmanager

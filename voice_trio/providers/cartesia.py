@@ -31,7 +31,7 @@ import math
 import random
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -58,6 +58,12 @@ def tts_url(base_url: str) -> str:
     return websocket_base(base_url, "CARTESIA_BASE_URL") + "/tts/websocket"
 
 
+class _WordTimestamps(msgspec.Struct):
+    words: list[str]
+    start: list[float]
+    end: list[float]
+
+
 class _Message(msgspec.Struct):
     """The fields read from any Cartesia response message."""
 
@@ -67,6 +73,8 @@ class _Message(msgspec.Struct):
     title: str | None = None
     message: str | None = None
     error_code: str | None = None
+    #: ``timestamps``: when each word of the context's audio ends (s from its start).
+    word_timestamps: _WordTimestamps | None = None
 
 
 _decoder = msgspec.json.Decoder(_Message)
@@ -86,7 +94,9 @@ class CartesiaPoolStatistics:
 class _Context:
     """One response's synthesis on a shared socket."""
 
-    __slots__ = ("id", "socket", "tx", "rx", "error", "ended", "sent_last", "unanswered_since")
+    __slots__ = (
+        "id", "socket", "tx", "rx", "error", "ended", "sent_last", "unanswered_since", "timed",
+    )  # fmt: skip
 
     def __init__(self, context_id: str, socket: _Socket, audio_max: int) -> None:
         self.id = context_id
@@ -97,6 +107,8 @@ class _Context:
         self.sent_last = False
         #: When text went out that Cartesia has not answered yet (None: nothing owed).
         self.unanswered_since: float | None = None
+        #: Where the words' end times go (the room's turn), if anywhere.
+        self.timed: Callable[[Sequence[float]], None] | None = None
 
     def heard(self) -> None:
         """A message for this context arrived: only the final ``done`` is owed now, if asked."""
@@ -386,6 +398,10 @@ class CartesiaPool:
                     attempt.succeeded()
                 context.push(binascii.a2b_base64(message.data))
                 context.heard()
+            elif message.type == "timestamps" and message.word_timestamps is not None:
+                context.heard()
+                if context.timed is not None:
+                    context.timed(message.word_timestamps.end)
             elif message.type == "done":
                 context.finish()
             elif message.type == "error":
@@ -401,9 +417,16 @@ class CartesiaPool:
 
 
 class CartesiaVoice:
-    """One room's voice on the shared pool (``providers.Voice``)."""
+    """One room's voice on the shared pool (``providers.Voice``).
+
+    It asks for Cartesia's word timestamps and hands each word's end (seconds into
+    the response's audio) to ``speak``'s ``timed``: what a cut reply's listener
+    heard is then known word by word (PROVIDERS.md).
+    """
 
     name = "cartesia"
+    #: ``speak`` takes ``timed`` (the room passes it only to a voice that says so).
+    word_times = True
 
     def __init__(
         self,
@@ -430,14 +453,20 @@ class CartesiaVoice:
             "context_id": context.id,
             "continue": more,
             "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
+            "add_timestamps": True,
         }
         if self._max_buffer_delay_ms is not None:
             request["max_buffer_delay_ms"] = self._max_buffer_delay_ms
         return request
 
     async def speak(
-        self, text: trio.MemoryReceiveChannel[str], emit: Callable[[bytes], Awaitable[None]]
+        self,
+        text: trio.MemoryReceiveChannel[str],
+        emit: Callable[[bytes], Awaitable[None]],
+        *,
+        timed: Callable[[Sequence[float]], None] | None = None,
     ) -> None:
+        """Speak the text as it comes; ``timed`` gets the end (s) of each word spoken."""
         context: _Context | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -447,12 +476,12 @@ class CartesiaVoice:
                     ready, pending = _cut(pending)
                     if ready:
                         if context is None:
-                            context = await self._open(nursery, emit)
+                            context = await self._open(nursery, emit, timed)
                         await self._pool.send(context, self._request(context, ready, more=True))
                 if context is None and not pending.strip():
                     return
                 if context is None:
-                    context = await self._open(nursery, emit)
+                    context = await self._open(nursery, emit, timed)
                 if pending:
                     await self._pool.send(context, self._request(context, pending, more=True))
                 await self._pool.send(context, self._request(context, "", more=False))
@@ -476,9 +505,13 @@ class CartesiaVoice:
                 self._pool.release(context)
 
     async def _open(
-        self, nursery: trio.Nursery, emit: Callable[[bytes], Awaitable[None]]
+        self,
+        nursery: trio.Nursery,
+        emit: Callable[[bytes], Awaitable[None]],
+        timed: Callable[[Sequence[float]], None] | None,
     ) -> _Context:
         context = await self._pool.open_context()
+        context.timed = timed
         nursery.start_soon(self._play, context, emit)
         return context
 

@@ -7,6 +7,7 @@ recorder only enqueues, so none of this waits.
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -235,11 +236,21 @@ def turn_stages(turn: RoomTurn, first_audio: float, metrics: ServerMetrics) -> T
 def text_heard(text: str, heard_ms: int, turn: RoomTurn) -> str:
     """The words of ``text`` the user heard: its share of the audio made so far, by words.
 
-    The audio queued so far speaks a prefix of the text (all of it once the voice
-    is done); the share of it that was played is taken, cut at a word boundary.
+    With a voice's word timestamps (Cartesia), the words whose audio had ended by
+    ``heard_ms``; else the audio queued so far speaks a prefix of the text (all of it
+    once the voice is done), and the share of it that was played is taken, cut at a
+    word boundary.
     """
     if not text or heard_ms <= 0:
         return ""
+    ends = turn.word_ends
+    if ends:
+        # The voice said when each word ends (Cartesia's timestamps): the words ended by
+        # then, counted in the text (the voice's words are the text's, space-separated).
+        said = text.split()
+        heard = bisect.bisect_right(ends, heard_ms)
+        if heard_ms <= ends[-1] or len(ends) >= len(said):
+            return text if heard >= len(said) else " ".join(said[:heard])
     made_ms = max(turn.queued_bytes * 1000 // (2 * OUTPUT_SAMPLE_RATE), turn.sent_ms, 1)
     share = heard_ms / made_ms
     if share >= 1.0:

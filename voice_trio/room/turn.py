@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -29,6 +30,8 @@ __all__ = ["RoomTurn", "TurnState"]
 
 # Text deltas waiting for the voice of one turn.
 _VOICE_TEXT_MAX = 256
+# Word end times kept of one turn (a reply's words; more are not needed to cut it).
+_WORD_ENDS_MAX = 4096
 
 
 class TurnState(enum.Enum):
@@ -66,6 +69,7 @@ class RoomTurn:
         "stages",
         "voice_done",
         "recorded",
+        "word_ends",
         "_voice_tx",
         "_held_since",
     )
@@ -105,6 +109,8 @@ class RoomTurn:
         self.voice_done: trio.Event | None = None
         #: Handed to the minutes (once, as heard: see record()).
         self.recorded = False
+        #: When each of its words ends in its audio (ms), from a voice that says so.
+        self.word_ends: list[int] | None = None
         self._voice_tx: trio.MemorySendChannel[str] | None = None
         self._held_since = 0.0
 
@@ -251,10 +257,21 @@ class RoomTurn:
         assert self.voice_done is not None
         try:
             with self.scope, text:
-                await voice.speak(text, self._voice_audio)
+                if getattr(voice, "word_times", False):  # Cartesia's word timestamps
+                    await voice.speak(text, self._voice_audio, timed=self._word_times)  # type: ignore[call-arg]
+                else:
+                    await voice.speak(text, self._voice_audio)
                 await self._complete()
         finally:
             self.voice_done.set()
+
+    def _word_times(self, ends_s: Sequence[float]) -> None:
+        """The voice says when more of its words end (s into this response's audio)."""
+        ends = self.word_ends
+        if ends is None:
+            ends = self.word_ends = []
+        room = _WORD_ENDS_MAX - len(ends)
+        ends.extend(round(end * 1000) for end in ends_s[: max(room, 0)])
 
     async def _voice_audio(self, pcm: bytes) -> None:
         if self.state is not TurnState.CUT:
