@@ -145,6 +145,7 @@ class Room:
             self.turn = None
             self.upstream.detach()
             if opened:
+                self.outbox.settle()  # the responses whose end had not left come first
                 self.minutes.closed(self.close_code, self.close_reason, self.outbox.audio_out_bytes)
         if self.close_code is None:
             self.outbox.shut()
