@@ -493,12 +493,12 @@ class Conversation:
         """Add to the history what was said elsewhere (the Azure brain's transcripts)."""
         self._history.append(HistoryEntry(role, text))
 
-    def amend_reply(self, heard: str) -> None:
-        """The last reply was cut: the history keeps only what the user heard of it
-        (nothing at all when nothing was heard)."""
+    def amend_reply(self, heard: str, said: str | None = None) -> None:
+        """The last reply (the last that said ``said``) was cut: the history keeps only
+        what the user heard of it (nothing at all when nothing was heard)."""
         history = self._history
         for i in range(len(history) - 1, -1, -1):
-            if history[i].role == "assistant":
+            if history[i].role == "assistant" and said in (None, history[i].text):
                 if heard:
                     history[i] = HistoryEntry("assistant", heard)
                 else:
