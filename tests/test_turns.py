@@ -497,15 +497,11 @@ async def test_a_reply_cut_while_the_next_one_waits_for_the_voice_is_the_one_ame
     assert replies == [first.split()[0], following], conversation.history
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ended turn's audio (kept for a join) is let go only by the next audio "
-    "frame after 2 s, a new turn or a typed one: a client that stops sending after "
-    "commit_audio leaves it held until the upstream's idle teardown (UPSTREAM_IDLE_S)",
-)
 async def test_an_ended_turns_audio_is_not_held_past_the_join_window_in_a_quiet_room(
     local_speech, tmp_path
 ) -> None:
+    """The ended turn's audio is kept 2 s for speech that may join it; a client that
+    stops sending after commit_audio (push to talk) does not leave it held longer."""
     fields = {"agent_greeting": False}
     with trio.fail_after(90):
         async with local_room(local_speech, tmp_path / "quiet.sqlite3", "quiet", **fields) as (

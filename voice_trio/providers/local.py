@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -433,7 +434,21 @@ class LocalBrain:
         task_status.started()
         if self._greet:
             await self._say(events, self._responder.greeting(), reply=False)
-        async for job in self._jobs_rx:
+        while True:
+            answered = self._answered
+            # An answered turn's audio is let go when no speech can join it any more,
+            # also in a room whose client sends nothing (push to talk).
+            deadline = math.inf if answered is None else answered.at + _JOIN_WITHIN_S
+            job: _Job | None = None
+            with trio.move_on_at(deadline):
+                try:
+                    job = await self._jobs_rx.receive()
+                except trio.EndOfChannel:
+                    return
+            if job is None:
+                if self._answered is answered:
+                    self._answered = None
+                continue
             match job:
                 case Partial():
                     await self._partial(events, job)
