@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trio.testing
 
 from voice_trio.app import VoiceTrioApp
 from voice_trio.providers import BrainEvents, SessionOptions, Turn
@@ -309,3 +310,64 @@ async def test_a_response_whose_end_waits_unsent_at_the_rooms_end_is_in_its_usag
     assistant, closed = recorder.records[2], recorder.records[3]
     assert assistant.full_text == "một hai ba bốn năm sáu bảy tám chín mười"
     assert (closed.usage.user_turns, closed.usage.responses) == (1, 1)
+
+
+class HearingAtOnceBrain(LongAtOnceBrain):
+    """As LongAtOnceBrain, and says when it hears the user's audio (an event it waits
+    to queue, as the embedded brain's VAD events are)."""
+
+    async def send_audio(self, pcm: bytes, *, rate: int = 24000) -> None:
+        await self._events.speech_started()
+
+
+class HearingAtOnceApp(StoryApp):
+    def make_brain(self, session: Session) -> StoryBrain:
+        return HearingAtOnceBrain(session.options)
+
+
+async def test_an_interrupt_waiting_for_room_in_a_full_outbox_is_recorded_once() -> None:
+    """A slow client cuts a reply whose end still waits in its full outbox, while the
+    brain too waits to queue an event: the reply is recorded once, cut where the
+    client said (not first as cut but heard whole, then amended: two interrupts)."""
+    from voice_trio.analytics import event_of
+
+    limit = 200
+    async with running_server(
+        app_class=HearingAtOnceApp, ws_tts_chunk_bytes=96_000, ws_outgoing_max=limit
+    ) as server:
+        recorder: ListRecorder = server.app.recorder  # type: ignore[assignment]
+        raw = await RawClient.handshake(server.port, "/ws/slow-cut")
+        assert (await raw.read_event())["type"] == "session.ready"
+        await raw.send_frame(0x1, json.dumps({"type": "text", "text": "kể đi"}).encode())
+        assert (await raw.read_event())["type"] == "response.started"
+        room = server.app.rooms["slow-cut"]
+        waiting = room.outbox._tx.statistics
+        with trio.fail_after(10):  # all of it made, its end queued behind its audio
+            while room.turn.state is not TurnState.DONE:  # type: ignore[union-attr]
+                await trio.sleep(0.01)
+        with trio.fail_after(20):  # errors fill the outbox to its bound, one at a time
+            while room.outbox.depth < limit:
+                await raw.send_frame(0x1, b'{"type":"nope"}')
+                await trio.testing.wait_all_tasks_blocked(0.01)
+        await raw.send_frame(0x2, bytes(4800))  # the brain waits to say it heard it
+        with trio.fail_after(10):
+            while waiting().tasks_waiting_send < 1:
+                await trio.sleep(0.01)
+        await raw.send_frame(0x1, json.dumps({"type": "interrupt", "played_ms": 300}).encode())
+        with trio.fail_after(10):  # and the reader, to queue `interrupted`
+            while waiting().tasks_waiting_send < 2:
+                await trio.sleep(0.01)
+        kinds: list[str] = []
+        with trio.fail_after(30):  # now the client reads it all
+            while "interrupted" not in kinds:
+                kinds.append((await raw.read_event())["type"])
+        await raw.stream.aclose()
+        with trio.fail_after(10):
+            while not any(isinstance(r, RoomClosed) for r in recorder.records):
+                await trio.sleep(0.01)
+    replies = [r for r in recorder.records if isinstance(r, AssistantTurn)]
+    assert [(r.status, r.heard_ms) for r in replies] == [("interrupted", 300)], replies
+    events = [e for r in recorder.records for e in event_of(r, "test:1")]
+    assert [e["heard_ms"] for e in events if e["type"] == "interrupt"] == [300]
+    closed = recorder.records[-1]
+    assert (closed.usage.responses, closed.usage.interrupts) == (1, 1)
