@@ -331,3 +331,26 @@ def test_a_sessions_snapshot_restores_dates_times_and_history(tmp_path: Path) ->
     assert session.snapshot() is None
     assert Session.restore("snap", b"{not json", graph) is None
     assert Session.restore("snap", b'{"v": 99}', graph) is None
+
+
+def test_the_heard_turns_stay_in_their_bound_when_a_joined_turn_amends_one() -> None:
+    """A joined final transcript replaces the user turn it began with a longer one: the
+    turns kept for resume still hold at most HEARD_CHARS_MAX characters."""
+    from voice_trio.providers import SessionOptions
+    from voice_trio.session import HEARD_CHARS_MAX, Session
+
+    session = Session("bound", SessionOptions(language="vi", voice="x"))
+    said = "Tôi muốn đặt lịch hẹn"
+    session.hear("assistant", "a" * (HEARD_CHARS_MAX - 4000 - len(said)))
+    session.hear("user", "b" * 2000)
+    session.hear("assistant", "c" * 2000)
+    session.hear("user", said)  # the bound, exactly
+    assert len(session.heard or ()) == 4
+    session.amend_heard("user", said, said + " và đổi số điện thoại" * 40)
+    heard = list(session.heard or ())
+    assert heard[-1] == ("user", said + " và đổi số điện thoại" * 40)
+    assert sum(len(text) for _, text in heard) <= HEARD_CHARS_MAX
+    session.hear("assistant", "d" * 3000)  # its count of them is right: it evicts enough
+    assert sum(len(text) for _, text in session.heard or ()) <= HEARD_CHARS_MAX
+    back = Session.restore("bound", session.snapshot() or b"", None)
+    assert back is not None and sum(len(t) for _, t in back.heard or ()) <= HEARD_CHARS_MAX

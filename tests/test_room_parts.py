@@ -9,18 +9,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trio.testing
 
 from voice_trio.app import VoiceTrioApp
 from voice_trio.providers import BrainEvents, SessionOptions, Turn
 from voice_trio.record import AssistantTurn, RoomClosed, RoomOpened, UserTurn
+from voice_trio.room import TurnState
 from voice_trio.session import Session
 
-from .support import RunningServer, running_server, tone
+from .support import RawClient, RunningServer, running_server, tone
 
 
 async def test_a_partial_chunk_is_sent_after_a_chunks_duration() -> None:
@@ -266,3 +269,105 @@ async def test_a_completed_response_is_recorded_whole() -> None:
         "xin chào bạn",
         "xin chào bạn",
     )
+
+
+class LongAtOnceBrain(StoryBrain):
+    """Makes a reply's 200 s of audio at once (as a fast voice does), then finishes it:
+    its end waits in the outbox behind audio a client that stops reading never takes."""
+
+    async def _speak(self, turn: Turn) -> None:
+        for _ in range(100):
+            await turn.audio(bytes(96_000))
+        await turn.finish()
+
+
+class LongAtOnceApp(StoryApp):
+    def make_brain(self, session: Session) -> StoryBrain:
+        return LongAtOnceBrain(session.options)
+
+
+async def test_a_response_whose_end_waits_unsent_at_the_rooms_end_is_in_its_usage() -> None:
+    """The client stops reading mid-reply and goes away: the response is recorded once,
+    before the room's close, and counted in its usage."""
+    async with running_server(
+        app_class=LongAtOnceApp, ws_tts_chunk_bytes=96_000, ws_outgoing_max=256
+    ) as server:
+        recorder: ListRecorder = server.app.recorder  # type: ignore[assignment]
+        raw = await RawClient.handshake(server.port, "/ws/long-at-once")
+        assert (await raw.read_event())["type"] == "session.ready"
+        await raw.send_frame(0x1, json.dumps({"type": "text", "text": "kể đi"}).encode())
+        assert (await raw.read_event())["type"] == "response.started"
+        with trio.fail_after(10):  # all of it made; nearly all still waits in the room
+            while server.app.rooms["long-at-once"].turn.state is not TurnState.DONE:  # type: ignore[union-attr]
+                await trio.sleep(0.01)
+        await raw.stream.aclose()  # it never read the rest
+        with trio.fail_after(10):
+            while not any(isinstance(r, RoomClosed) for r in recorder.records):
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)  # anything recorded after the close comes by now
+    kinds = [type(r).__name__ for r in recorder.records]
+    assert kinds == ["RoomOpened", "UserTurn", "AssistantTurn", "RoomClosed"], kinds
+    assistant, closed = recorder.records[2], recorder.records[3]
+    assert assistant.full_text == "một hai ba bốn năm sáu bảy tám chín mười"
+    assert (closed.usage.user_turns, closed.usage.responses) == (1, 1)
+
+
+class HearingAtOnceBrain(LongAtOnceBrain):
+    """As LongAtOnceBrain, and says when it hears the user's audio (an event it waits
+    to queue, as the embedded brain's VAD events are)."""
+
+    async def send_audio(self, pcm: bytes, *, rate: int = 24000) -> None:
+        await self._events.speech_started()
+
+
+class HearingAtOnceApp(StoryApp):
+    def make_brain(self, session: Session) -> StoryBrain:
+        return HearingAtOnceBrain(session.options)
+
+
+async def test_an_interrupt_waiting_for_room_in_a_full_outbox_is_recorded_once() -> None:
+    """A slow client cuts a reply whose end still waits in its full outbox, while the
+    brain too waits to queue an event: the reply is recorded once, cut where the
+    client said (not first as cut but heard whole, then amended: two interrupts)."""
+    from voice_trio.analytics import event_of
+
+    limit = 200
+    async with running_server(
+        app_class=HearingAtOnceApp, ws_tts_chunk_bytes=96_000, ws_outgoing_max=limit
+    ) as server:
+        recorder: ListRecorder = server.app.recorder  # type: ignore[assignment]
+        raw = await RawClient.handshake(server.port, "/ws/slow-cut")
+        assert (await raw.read_event())["type"] == "session.ready"
+        await raw.send_frame(0x1, json.dumps({"type": "text", "text": "kể đi"}).encode())
+        assert (await raw.read_event())["type"] == "response.started"
+        room = server.app.rooms["slow-cut"]
+        waiting = room.outbox._tx.statistics
+        with trio.fail_after(10):  # all of it made, its end queued behind its audio
+            while room.turn.state is not TurnState.DONE:  # type: ignore[union-attr]
+                await trio.sleep(0.01)
+        with trio.fail_after(20):  # errors fill the outbox to its bound, one at a time
+            while room.outbox.depth < limit:
+                await raw.send_frame(0x1, b'{"type":"nope"}')
+                await trio.testing.wait_all_tasks_blocked(0.01)
+        await raw.send_frame(0x2, bytes(4800))  # the brain waits to say it heard it
+        with trio.fail_after(10):
+            while waiting().tasks_waiting_send < 1:
+                await trio.sleep(0.01)
+        await raw.send_frame(0x1, json.dumps({"type": "interrupt", "played_ms": 300}).encode())
+        with trio.fail_after(10):  # and the reader, to queue `interrupted`
+            while waiting().tasks_waiting_send < 2:
+                await trio.sleep(0.01)
+        kinds: list[str] = []
+        with trio.fail_after(30):  # now the client reads it all
+            while "interrupted" not in kinds:
+                kinds.append((await raw.read_event())["type"])
+        await raw.stream.aclose()
+        with trio.fail_after(10):
+            while not any(isinstance(r, RoomClosed) for r in recorder.records):
+                await trio.sleep(0.01)
+    replies = [r for r in recorder.records if isinstance(r, AssistantTurn)]
+    assert [(r.status, r.heard_ms) for r in replies] == [("interrupted", 300)], replies
+    events = [e for r in recorder.records for e in event_of(r, "test:1")]
+    assert [e["heard_ms"] for e in events if e["type"] == "interrupt"] == [300]
+    closed = recorder.records[-1]
+    assert (closed.usage.responses, closed.usage.interrupts) == (1, 1)

@@ -427,3 +427,90 @@ async def test_a_confirmed_barge_in_cuts_where_the_clients_hint_said_it_had_play
     # What the client had played by the hint (0), and what played since, at most.
     assert 0 < row["heard_ms"] <= (cut - hinted) * 1000
     assert row["heard_ms"] < row["audio_ms"]
+
+
+class _Said:
+    """A response as the brain sees it: its text."""
+
+    def __init__(self, response_id: str) -> None:
+        self.response_id = response_id
+        self.text = ""
+
+    async def text_delta(self, delta: str) -> None:
+        self.text += delta
+
+    async def finish(self) -> None:
+        pass
+
+
+class _Room:
+    """The room as the local brain sees it, where a response waits for the voice of the
+    one before it (as Room.start_response does) until ``voice_free`` is set."""
+
+    def __init__(self) -> None:
+        self.said: list[_Said] = []
+        self.voice_free = trio.Event()
+
+    async def start_response(self, *, reply: bool = True) -> _Said:
+        if self.said:
+            await self.voice_free.wait()
+        said = _Said(f"resp_{len(self.said) + 1}")
+        self.said.append(said)
+        return said
+
+    def text_heard(self, played_ms: int) -> str:
+        return self.said[-1].text.split()[0]  # the cut one: the current response
+
+    async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
+        raise AssertionError(code)
+
+
+async def test_a_reply_cut_while_the_next_one_waits_for_the_voice_is_the_one_amended(
+    local_speech, tmp_path
+) -> None:
+    """The user types again while the agent speaks, then cuts it before the next reply
+    begins: the conversation keeps the heard words of the cut reply, and the next reply
+    (already decided, not yet said) whole."""
+
+    conversation = build_receptionist(tmp_path / "amend.sqlite3").conversation(session_id="a")
+    room = _Room()
+    brain = LocalBrain(SessionOptions(language="vi"), speech=local_speech, responder=conversation)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(brain.run, room)
+            await brain.send_text("Bạn giúp được gì?")
+            while not room.said:
+                await trio.sleep(0.01)
+            first = room.said[0].text
+            await brain.send_text("Bây giờ là mấy giờ rồi?")
+            while sum(e.role == "assistant" for e in conversation.history) < 2:
+                await trio.sleep(0.01)  # the next reply is decided
+            following = conversation.history[-1].text
+            await brain.cancel_response("resp_1", played_ms=400)  # the user cuts the first
+            room.voice_free.set()
+            while len(room.said) < 2:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert first and following and first != following
+    assert room.said[1].text == following
+    replies = [e.text for e in conversation.history if e.role == "assistant"]
+    assert replies == [first.split()[0], following], conversation.history
+
+
+async def test_an_ended_turns_audio_is_not_held_past_the_join_window_in_a_quiet_room(
+    local_speech, tmp_path
+) -> None:
+    """The ended turn's audio is kept 2 s for speech that may join it; a client that
+    stops sending after commit_audio (push to talk) does not leave it held longer."""
+    fields = {"agent_greeting": False}
+    with trio.fail_after(90):
+        async with local_room(local_speech, tmp_path / "quiet.sqlite3", "quiet", **fields) as (
+            server, talk,
+        ):  # fmt: skip
+            await talk.speak(at_24k(espeak("Xin chào.")), before_s=0.3, after_s=0.2)
+            await talk.client.send_json(type="commit_audio")  # push to talk: then nothing
+            await talk.wait_for("input.transcript", final=True)
+            await talk.wait_for("response.done")
+            await trio.sleep(2.5)
+            brain = server.app.rooms["quiet"].upstream.brain
+            assert brain is not None and brain._answered is None

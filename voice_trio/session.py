@@ -92,6 +92,8 @@ class Session:
                     heard[i] = (role, now)
                 else:
                     del heard[i]
+                while self._heard_chars > HEARD_CHARS_MAX:  # a joined turn is longer
+                    self._heard_chars -= len(heard.popleft()[1])
                 return
 
     def snapshot(self) -> bytes | None:

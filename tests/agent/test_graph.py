@@ -338,3 +338,20 @@ async def test_a_turn_is_rewound_unless_a_tool_ran_in_it() -> None:
     assert (await conv.handle_transcript("cộng 2 với 3")).text == "tổng là 5"
     assert not conv.rewind(before)
     assert conv.slots["sum"] == 5 and conv.turns == 1
+
+
+async def test_a_rewound_turn_is_not_counted() -> None:
+    """A turn taken back (the user went on before hearing its reply) is not in the
+    figures: neither a turn, nor a turn not understood, nor a transition."""
+    graph = build()
+    conv = graph.conversation(session_id="rw3")
+    assert (await conv.handle_transcript("Đếm đi")).node == "counting"
+    figures, totals = conv.statistics(), graph.statistics()
+    before = conv.checkpoint()
+    assert before is not None
+    reply = await conv.handle_transcript("à thì")  # half a sentence: not understood
+    assert not reply.understood
+    assert (await conv.handle_transcript("tạm biệt")).node == "end"  # and a transition
+    assert conv.rewind(before)
+    assert conv.statistics() == figures
+    assert graph.statistics() == totals

@@ -431,6 +431,8 @@ class Checkpoint:
     history: tuple[HistoryEntry, ...]
     turns: int
     tool_calls: int
+    not_understood: int = 0
+    transitions: int = 0
 
 
 class Conversation:
@@ -493,12 +495,12 @@ class Conversation:
         """Add to the history what was said elsewhere (the Azure brain's transcripts)."""
         self._history.append(HistoryEntry(role, text))
 
-    def amend_reply(self, heard: str) -> None:
-        """The last reply was cut: the history keeps only what the user heard of it
-        (nothing at all when nothing was heard)."""
+    def amend_reply(self, heard: str, said: str | None = None) -> None:
+        """The last reply (the last that said ``said``) was cut: the history keeps only
+        what the user heard of it (nothing at all when nothing was heard)."""
         history = self._history
         for i in range(len(history) - 1, -1, -1):
-            if history[i].role == "assistant":
+            if history[i].role == "assistant" and said in (None, history[i].text):
                 if heard:
                     history[i] = HistoryEntry("assistant", heard)
                 else:
@@ -511,7 +513,10 @@ class Conversation:
             slots = copy.deepcopy(self.slots)
         except Exception:  # a slot of the graph's own kind that does not copy
             return None
-        return Checkpoint(self._node, slots, tuple(self._history), self._turns, self._tool_calls)
+        return Checkpoint(
+            self._node, slots, tuple(self._history), self._turns, self._tool_calls,
+            self._not_understood, self._transitions,
+        )  # fmt: skip
 
     def rewind(self, checkpoint: Checkpoint) -> bool:
         """Back to ``checkpoint``, as if the turns since were not taken: True when done.
@@ -529,7 +534,13 @@ class Conversation:
         self.slots = checkpoint.slots
         self._history.clear()
         self._history.extend(checkpoint.history)
+        graph = self.graph  # the turns taken back are not counted, here or in the graph's
+        graph._turns -= self._turns - checkpoint.turns
+        graph._not_understood -= self._not_understood - checkpoint.not_understood
+        graph._transitions -= self._transitions - checkpoint.transitions
         self._turns = checkpoint.turns
+        self._not_understood = checkpoint.not_understood
+        self._transitions = checkpoint.transitions
         return True
 
     # ----------------------------------------------------------- resume

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -421,6 +422,8 @@ class LocalBrain:
         # The last turn ended and answered, while speech may still join it.
         self._answered: Answered | None = None
         self._joined = False  # the open turn is a joined one (its final says so)
+        # The last response opened and its text: a cut one's history entry is amended.
+        self._said: tuple[str, str] | None = None
         self._jobs_tx, self._jobs_rx = trio.open_memory_channel[_Job](8)
         self._events: BrainEvents | None = None
 
@@ -431,7 +434,21 @@ class LocalBrain:
         task_status.started()
         if self._greet:
             await self._say(events, self._responder.greeting(), reply=False)
-        async for job in self._jobs_rx:
+        while True:
+            answered = self._answered
+            # An answered turn's audio is let go when no speech can join it any more,
+            # also in a room whose client sends nothing (push to talk).
+            deadline = math.inf if answered is None else answered.at + _JOIN_WITHIN_S
+            job: _Job | None = None
+            with trio.move_on_at(deadline):
+                try:
+                    job = await self._jobs_rx.receive()
+                except trio.EndOfChannel:
+                    return
+            if job is None:
+                if self._answered is answered:
+                    self._answered = None
+                continue
             match job:
                 case Partial():
                     await self._partial(events, job)
@@ -630,6 +647,7 @@ class LocalBrain:
     async def _say(self, events: BrainEvents, text: str, *, reply: bool = True) -> None:
         if text:
             turn = await events.start_response(reply=reply)
+            self._said = (turn.response_id, text)
             await turn.text_delta(text)
             await turn.finish()
 
@@ -794,8 +812,11 @@ class LocalBrain:
         only the words the user heard of it (the room says which: ``text_heard``)."""
         heard = getattr(self._events, "text_heard", None)
         amend = getattr(self._responder, "amend_reply", None)
-        if heard is not None and amend is not None:
-            amend(heard(played_ms))
+        said = self._said
+        if heard is not None and amend is not None and said and said[0] == response_id:
+            # That reply's entry, not the last one: the next may be decided already
+            # (a typed turn while it was spoken), waiting for the voice.
+            amend(heard(played_ms), said[1])
 
     def configure(self, options: SessionOptions) -> None:
         self.options = options

@@ -204,6 +204,21 @@ class Outbox:
                     pass  # the client went away first
         self.shut()
 
+    def settle(self) -> None:
+        """Make now what waits to be made as it leaves (a response's end records it), so
+        that a room's close is recorded after it; it stays queued, made again if it goes
+        out (a response is recorded once however often its end is made)."""
+        items: list[Outgoing] = []
+        while True:
+            try:
+                items.append(self._rx.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        for item in items:
+            if isinstance(item, Later):
+                item.make()
+            self._tx.send_nowait(item)  # the room's tasks are over: nothing else sends
+
     def shut(self) -> None:
         """Drop what was never sent (each chunk names its turn) and let go of the room.
 

@@ -145,6 +145,7 @@ class Room:
             self.turn = None
             self.upstream.detach()
             if opened:
+                self.outbox.settle()  # the responses whose end had not left come first
                 self.minutes.closed(self.close_code, self.close_reason, self.outbox.audio_out_bytes)
         if self.close_code is None:
             self.outbox.shut()
@@ -435,8 +436,9 @@ class Room:
         self.outbox.cut()  # `interrupted` makes the client drop what it holds
         self.minutes.interrupts += 1
         self.metrics.interrupts += 1
-        await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *turn.cut())
-        turn.record(heard)
+        closing = turn.cut()
+        turn.record(heard)  # now: its end, queued before, may be made while this waits
+        await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *closing)
         if (brain := self.upstream.brain) is not None:
             await brain.cancel_response(turn.response_id, played_ms=heard)
 
@@ -461,13 +463,15 @@ class Room:
         if turn is None or turn.state is TurnState.CUT or turn.reply_to is None:
             return
         self.outbox.cut()
-        await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *turn.cut())
+        closing = turn.cut()
         turn.record(0)
+        await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *closing)
 
     async def end_turn(self) -> None:
         """The upstream is gone: the response it left open ends, interrupted."""
         turn = self.turn
         if turn is not None and not turn.ended:
             heard = turn.played_ms_estimate()
-            await self.outbox.put_together(*turn.cut())
+            closing = turn.cut()
             turn.record(heard)
+            await self.outbox.put_together(*closing)
