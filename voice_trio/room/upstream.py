@@ -238,7 +238,12 @@ class RoomEvents:
         """Whether the current response's audio had begun to play on the client by ``at``
         (the clock): a brain asks before it joins speech to the turn that response answers."""
         turn = self._room.turn
-        return turn is not None and turn.first_sent_at is not None and turn.first_sent_at <= at
+        if turn is None:
+            return False
+        began = turn.first_sent_at
+        if began is None and self._room.upstream.voice is None:
+            began = turn.first_text_at  # a room without a voice: its text is what is heard
+        return began is not None and began <= at
 
     async def drop_reply(self) -> None:
         """The user went on before hearing the reply to their turn: drop it, unheard."""
