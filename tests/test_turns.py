@@ -66,7 +66,7 @@ MAIN_PROMPT = "tôi muốn đặt lịch hẹn, xem lại lịch hẹn, hủy l�
 @pytest.mark.parametrize(
     "text",
     ["Tôi muốn đặt lịch hẹn, mấy giờ.",  # Whisper base's "... và" with this prompt
-     "Tôi muốn đổi lịch, bây giờ.", "Xin chào, lịch hẹn"],
+     "Tôi muốn đổi lịch, là mấy giờ.", "Xin chào, lịch hẹn"],
 )  # fmt: skip
 def test_a_tail_torn_from_the_prompt_is_the_recognizers_guess(text: str) -> None:
     assert ends_in_prompt_piece(text, MAIN_PROMPT)
@@ -82,6 +82,9 @@ def test_a_whole_hint_or_words_of_its_own_are_not(text: str) -> None:
     assert not ends_in_prompt_piece(text, MAIN_PROMPT)
     assert not ends_in_prompt_piece("Tôi muốn đặt lịch hẹn, mấy giờ.", None)
     assert not ends_in_prompt_piece("Vâng, đúng rồi.", "vâng, đúng rồi, có, không.")
+    # The start of a hint is how a short answer is said: "mười giờ" of "mười giờ sáng".
+    assert not ends_in_prompt_piece("Dạ, mười giờ.", "chín giờ sáng, mười giờ sáng.")
+    assert not ends_in_prompt_piece("Ừ, bây giờ.", MAIN_PROMPT)
 
 
 def test_backchannels_are_only_listening_words() -> None:

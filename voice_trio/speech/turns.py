@@ -89,14 +89,14 @@ def _clauses(text: str) -> list[list[str]]:
 
 
 def ends_in_prompt_piece(text: str, prompt: str | None) -> bool:
-    """True when the last clause of ``text`` is a piece of one of the ``prompt``'s
-    phrases, not a whole one, after words of its own.
+    """True when the last clause of ``text`` is the tail or the middle of one of the
+    ``prompt``'s phrases (not the whole of it, nor its start), after words of its own.
 
     Whisper fills an ending it hears badly (a quiet "và" before a pause) with words
     of its prompt: "Tôi muốn đặt lịch hẹn và" came out "Tôi muốn đặt lịch hẹn, mấy
-    giờ." with "bây giờ là mấy giờ" among the hints. A whole hint phrase as the last
-    clause ("Vâng, đúng rồi.") is an answer; a tail torn from one is not evidence
-    that the sentence ended.
+    giờ." with "bây giờ là mấy giờ" among the hints. That is not evidence that the
+    sentence ended. A whole hint phrase as the last clause ("Vâng, đúng rồi.") is an
+    answer, and so is the start of one ("Dạ, mười giờ." of "mười giờ sáng").
     """
     if not prompt:
         return False
@@ -107,7 +107,7 @@ def ends_in_prompt_piece(text: str, prompt: str | None) -> bool:
     for phrase in _clauses(prompt):
         if len(tail) >= len(phrase):
             continue
-        for i in range(len(phrase) - len(tail) + 1):
+        for i in range(1, len(phrase) - len(tail) + 1):
             if phrase[i : i + len(tail)] == tail:
                 return True
     return False
