@@ -85,6 +85,7 @@ def test_a_whole_hint_or_words_of_its_own_are_not(text: str) -> None:
     # The start of a hint is how a short answer is said: "mười giờ" of "mười giờ sáng".
     assert not ends_in_prompt_piece("Dạ, mười giờ.", "chín giờ sáng, mười giờ sáng.")
     assert not ends_in_prompt_piece("Ừ, bây giờ.", MAIN_PROMPT)
+    assert not ends_in_prompt_piece("Tôi muốn xem, lịch.", MAIN_PROMPT)  # one word: too little
 
 
 def test_backchannels_are_only_listening_words() -> None:

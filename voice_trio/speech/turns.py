@@ -89,8 +89,9 @@ def _clauses(text: str) -> list[list[str]]:
 
 
 def ends_in_prompt_piece(text: str, prompt: str | None) -> bool:
-    """True when the last clause of ``text`` is the tail or the middle of one of the
-    ``prompt``'s phrases (not the whole of it, nor its start), after words of its own.
+    """True when the last clause of ``text`` is two or more words from the tail or the
+    middle of one of the ``prompt``'s phrases (not the whole of it, nor its start),
+    after words of its own.
 
     Whisper fills an ending it hears badly (a quiet "và" before a pause) with words
     of its prompt: "Tôi muốn đặt lịch hẹn và" came out "Tôi muốn đặt lịch hẹn, mấy
@@ -104,6 +105,8 @@ def ends_in_prompt_piece(text: str, prompt: str | None) -> bool:
     if len(clauses) < 2:
         return False
     tail = clauses[-1]
+    if len(tail) < 2:
+        return False  # one word inside a hint ("..., lịch.") is too little to say so
     for phrase in _clauses(prompt):
         if len(tail) >= len(phrase):
             continue
