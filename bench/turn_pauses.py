@@ -74,6 +74,8 @@ class Turns(Conversation):
         self.asked.append((time.perf_counter(), text))
         return ""
 
+    respond_heard = respond  # what the brain calls for a spoken turn (recognition hints)
+
     async def speech_started(self) -> None:
         pass
 

@@ -325,7 +325,11 @@ _Job = Partial | Final | Release | Check | Join | TypedText
 
 # Of the longest pause (VAD_MAX_END_SILENCE_MS), what a turn the current step does
 # not understand (yet) waits: it may be half a sentence, or just not understood.
-_UNCLEAR_WAIT_SHARE = 0.5
+# 0.7 (1.2 s by default): a pause the speaker means as one (800 ms) measures up to
+# ~1.1 s to the VAD, which hears a fricative onset ("số") late; as it is released
+# at its deadline (not min_speech_ms after), a lone unclear turn ends when it did
+# at 0.5.
+_UNCLEAR_WAIT_SHARE = 0.7
 # A pause is first transcribed this early: a turn that reads as complete ends
 # there, before VAD_END_SILENCE_MS (what pays back the longer wait at other pauses).
 _EARLY_MS = 250.0
@@ -350,9 +354,10 @@ class LocalBrain:
     current step decide: a turn that reads as complete (a rule of the step takes
     it, or without a graph a sentence that ends) ends there, before the VAD's
     ``end_silence_ms``; one that stops on a continuation word or comma waits up to
-    ``max_end_silence_ms`` of silence, one the step does not understand yet half
-    of that. Silence is counted in the audio the client sends, not by the clock: a
-    client that stops sending in a pause ends its turn with ``commit_audio``.
+    ``max_end_silence_ms`` of silence, one the step does not understand yet (or
+    whose end the recognizer took from its prompt) most of that. Silence is
+    counted in the audio the client sends, not by the clock: a client that stops
+    sending in a pause ends its turn with ``commit_audio``.
     Speech that resumes before the turn's reply is decided makes one turn with one
     final transcript. While the agent speaks, speech interrupts it only once it is
     recognised as words that are not only a backchannel ("dạ", "vâng"): a cough
@@ -524,18 +529,22 @@ class LocalBrain:
 
     def _wait_after(self, text: str) -> int:
         """How much silence (16 kHz samples) ends a turn whose transcript is ``text``."""
-        from ..speech.turns import reading
+        from ..speech.turns import ends_in_prompt_piece, reading
 
         if not text:
             return self._short_silence  # noise, a cough: nothing to wait for
         read = reading(text)
         if read == "unfinished":
             return self._max_silence
+        more = self._short_silence + int(
+            (self._max_silence - self._short_silence) * _UNCLEAR_WAIT_SHARE
+        )
+        if ends_in_prompt_piece(text, self._hint_prompt()):
+            return more  # its end is the recognizer's guess, whatever a rule makes of it
         expected = self._step_expects(text)
         if expected or (expected is None and read == "complete"):
             return self._short_silence
-        more = (self._max_silence - self._short_silence) * _UNCLEAR_WAIT_SHARE
-        return self._short_silence + int(more)
+        return more
 
     def _step_expects(self, text: str) -> bool | None:
         """Does a rule of the agent graph's current step take ``text``? None: no graph."""
@@ -685,10 +694,15 @@ class LocalBrain:
         if self._open and not appended:
             self._utterance.append(samples)
         held = self._held
-        if held is not None and not self._in_speech and self._heard >= held[1] + self._min_speech:
-            # The VAD had time to confirm any speech that began before the deadline.
-            self._held = None
-            await self._jobs_tx.send(Release(held[0], held[2]))
+        if held is not None and not self._in_speech and self._heard >= held[1]:
+            # At the deadline, unless speech may be beginning (the VAD confirms a start
+            # only min_speech_ms into it): then once the VAD had time to confirm it.
+            begins = self._vad.detector.config.start_threshold
+            if self._heard >= held[1] + self._min_speech or all(
+                p < begins for p in result.probabilities
+            ):
+                self._held = None
+                await self._jobs_tx.send(Release(held[0], held[2]))
         if self._in_speech and self._early_epoch != self._epoch:
             silent = self._vad.detector.silence_ms
             if silent >= min(_EARLY_MS, self._short_silence / 2):

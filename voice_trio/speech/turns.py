@@ -6,6 +6,9 @@ Two questions the embedded brain asks of what the recognizer heard so far:
   trailing continuation word ("và", "nhưng", "thì", "là"...) or a trailing comma
   or ellipsis says the sentence goes on, so a pause there is not the end of the
   turn (DESIGN.md section 10).
+- :func:`ends_in_prompt_piece`: did the recognizer finish an unclear ending with
+  words of its own prompt (the recognition hints)? Then the transcript's end is
+  not evidence that the sentence ended.
 - :func:`is_backchannel`: is it only "dạ", "vâng", "ừ"... said over the agent to
   show one listens? Such words do not interrupt the agent.
 
@@ -23,6 +26,7 @@ __all__ = [
     "BACKCHANNELS",
     "CONTINUATIONS",
     "Reading",
+    "ends_in_prompt_piece",
     "is_backchannel",
     "reading",
     "reads_unfinished",
@@ -74,6 +78,42 @@ def reading(text: str) -> Reading:
     if reads_unfinished(text):
         return "unfinished"
     return "complete" if re.search(r"[.!?]\s*$", text.strip()) else "unclear"
+
+
+# Where a transcript's clauses (and a hint prompt's phrases) part.
+_CLAUSE_BREAK = re.compile(r"[,;:.!?…]+")
+
+
+def _clauses(text: str) -> list[list[str]]:
+    return [said for part in _CLAUSE_BREAK.split(text) if (said := words(part))]
+
+
+def ends_in_prompt_piece(text: str, prompt: str | None) -> bool:
+    """True when the last clause of ``text`` is two or more words from the tail or the
+    middle of one of the ``prompt``'s phrases (not the whole of it, nor its start),
+    after words of its own.
+
+    Whisper fills an ending it hears badly (a quiet "và" before a pause) with words
+    of its prompt: "Tôi muốn đặt lịch hẹn và" came out "Tôi muốn đặt lịch hẹn, mấy
+    giờ." with "bây giờ là mấy giờ" among the hints. That is not evidence that the
+    sentence ended. A whole hint phrase as the last clause ("Vâng, đúng rồi.") is an
+    answer, and so is the start of one ("Dạ, mười giờ." of "mười giờ sáng").
+    """
+    if not prompt:
+        return False
+    clauses = _clauses(text)
+    if len(clauses) < 2:
+        return False
+    tail = clauses[-1]
+    if len(tail) < 2:
+        return False  # one word inside a hint ("..., lịch.") is too little to say so
+    for phrase in _clauses(prompt):
+        if len(tail) >= len(phrase):
+            continue
+        for i in range(1, len(phrase) - len(tail) + 1):
+            if phrase[i : i + len(tail)] == tail:
+                return True
+    return False
 
 
 def is_backchannel(text: str) -> bool:
