@@ -67,6 +67,8 @@ class Turns(Conversation):
     def __init__(self, graph: Any, *, over_agent: bool = False) -> None:
         super().__init__(graph, session_id="bench")
         self.asked: list[tuple[float, str]] = []
+        #: The final transcripts that stand (a joined one replaces the one it continues).
+        self.finals: list[str] = []
         self.barged: list[float] = []
         self.over_agent = over_agent
 
@@ -82,7 +84,16 @@ class Turns(Conversation):
     async def speech_stopped(self) -> None:
         pass
 
-    async def transcript(self, text: str, *, final: bool) -> None:
+    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
+        if final and joined and self.finals:
+            self.finals[-1] = text
+        elif final:
+            self.finals.append(text)
+
+    def reply_heard_by(self, at: float) -> bool:
+        return False  # nothing is said: speech that goes on may join an ended turn
+
+    async def drop_reply(self) -> None:
         pass
 
     async def barge_in(self) -> None:
@@ -143,9 +154,11 @@ async def main() -> None:
                 [z, espeak(f'{first} <break time="{args.pause_ms}ms"/> {second}'), z, z, z, z, z]
             )
             turns, _ = await run_one(speech, audio, args.max_end_silence_ms, db)
-            whole += len(turns.asked) == 1
+            whole += len(turns.finals) == 1
+            joined = len(turns.asked) - len(turns.finals)
             print(
-                f"{len(turns.asked)} turn(s): {first} | {second} -> {[t for _, t in turns.asked]}"
+                f"{len(turns.finals)} turn(s){f' ({joined} joined)' if joined else ''}: "
+                f"{first} | {second} -> {turns.finals}"
             )
         print(f"pause {args.pause_ms} ms: {whole} of {len(PAUSED)} sentences kept whole")
         delays = []

@@ -144,9 +144,17 @@ class Heard(Conversation):
     async def speech_stopped(self) -> None:
         pass
 
-    async def transcript(self, text: str, *, final: bool) -> None:
-        if final:
+    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
+        if final and joined and self.finals:
+            self.finals[-1] = text  # the whole turn the last final began
+        elif final:
             self.finals.append(text)
+
+    def reply_heard_by(self, at: float) -> bool:
+        return False  # nothing is said: speech that goes on may join an ended turn
+
+    async def drop_reply(self) -> None:
+        pass
 
     async def barge_in(self) -> None:
         pass
