@@ -25,21 +25,17 @@ measures (what splitting a sentence at a pause costs).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
-import subprocess
 import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import trio
+from turn_pauses import Turns, espeak  # the same speech and the same fake room (bench/)
 
-from voice_trio.agent.graph import Conversation
 from voice_trio.agent.vietnamese import say_number
 from voice_trio.config import Settings
 from voice_trio.demo import build_receptionist
@@ -93,16 +89,6 @@ SENTENCES = [
 ]
 
 
-def espeak(ssml: str) -> np.ndarray:
-    wav = subprocess.run(
-        ["espeak-ng", "-v", "vi", "-m", "--stdout", ssml], capture_output=True, check=True
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as w:
-        rate = w.getframerate()
-        ints = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return soxr.resample(ints.astype(np.float32) / 32768, rate, RATE).astype(np.float32)
-
-
 def normal(text: str) -> list[str]:
     """The words compared: :func:`words`, with numerals written out."""
     out: list[str] = []
@@ -126,53 +112,10 @@ def edits(ref: list[str], hyp: list[str]) -> int:
     return row[-1]
 
 
-class Heard(Conversation):
-    """The receptionist's conversation on its first step, noting final transcripts."""
-
-    def __init__(self, graph: Any) -> None:
-        super().__init__(graph, session_id="wer")
-        self.finals: list[str] = []
-
-    async def respond(self, text: str) -> str:
-        return ""  # nothing said: every sentence meets the same (first) step
-
-    respond_heard = respond
-
-    async def speech_started(self) -> None:
-        pass
-
-    async def speech_stopped(self) -> None:
-        pass
-
-    async def transcript(self, text: str, *, final: bool, joined: bool = False) -> None:
-        if final and joined and self.finals:
-            self.finals[-1] = text  # the whole turn the last final began
-        elif final:
-            self.finals.append(text)
-
-    def reply_heard_by(self, at: float) -> bool:
-        return False  # nothing is said: speech that goes on may join an ended turn
-
-    async def drop_reply(self) -> None:
-        pass
-
-    async def barge_in(self) -> None:
-        pass
-
-    def agent_speaking(self) -> bool:
-        return False
-
-    async def start_response(self, *, reply: bool = True) -> Any:
-        raise AssertionError("nothing is said")
-
-    async def error(self, code: str, message: str, *, fatal: bool = False) -> None:
-        print("error", code, message)
-
-
 async def pipeline(
     speech: LocalSpeech, settings: Settings, audio: np.ndarray, db: Path
 ) -> list[str]:
-    heard = Heard(build_receptionist(db))
+    heard = Turns(build_receptionist(db))  # its final transcripts that stand
     brain = LocalBrain(
         SessionOptions(language="vi"),
         speech=speech,
@@ -215,7 +158,7 @@ async def main() -> None:
     settings = Settings()
     speech = LocalSpeech.load_sync(settings)
     db = Path(tempfile.mkdtemp()) / "wer.sqlite3"
-    prompt = hint_prompt(Heard(build_receptionist(db)).hints())
+    prompt = hint_prompt(Turns(build_receptionist(db)).hints())
     rng = random.Random(args.seed)
     sentences = SENTENCES[: args.limit] if args.limit else SENTENCES
     lead, tail = np.zeros(RATE // 2, np.float32), np.zeros(int(2.5 * RATE), np.float32)
