@@ -564,3 +564,37 @@ async def test_an_ended_turns_audio_is_not_held_past_the_join_window_in_a_quiet_
             await trio.sleep(2.5)
             brain = server.app.rooms["quiet"].upstream.brain
             assert brain is not None and brain._answered is None
+
+
+def cough(seed: int = 15) -> np.ndarray:
+    """A cough-like burst: 0.25 s of broadband noise under a fast attack, slow decay."""
+    rng = np.random.default_rng(seed)
+    n = int(0.25 * RATE)
+    envelope = np.minimum(np.arange(n) / (0.01 * RATE), 1.0) * np.exp(-np.arange(n) / (0.06 * RATE))
+    noise = rng.standard_normal(n).astype(np.float32)
+    # Low-passed a little (a throat, not a hiss): a running mean of 4 samples.
+    noise = np.convolve(noise, np.ones(4) / 4, mode="same").astype(np.float32)
+    return (0.5 * envelope * noise / np.abs(noise).max()).astype(np.float32)
+
+
+async def test_client_vad_speech_start_then_a_cough_does_not_cut_the_agent(
+    local_speech, tmp_path
+) -> None:
+    """The client's VAD fires on a cough; the server hears no speech in it (no turn, no
+    transcript) and the agent goes on."""
+    with trio.fail_after(90):
+        async with local_room(local_speech, tmp_path / "cough.sqlite3", "cough") as (
+            server, talk,
+        ):  # fmt: skip
+            greeting = await greeting_playing(talk)
+            mark = len(talk.events)
+            await talk.client.send_json(type="client_vad_speech_start")
+            await talk.speak(at_24k(cough()), before_s=0.1, after_s=2.0)
+            done = await talk.wait_for("response.done", response_id=greeting)
+            assert done["status"] == "completed"
+            await talk.client.send_json(type="ping")
+            await talk.wait_for("pong", after=mark)
+            assert "interrupted" not in talk.kinds(mark)
+            finals = [e for e in talk.events[mark:] if e["type"] == "input.transcript"]
+            assert not [e for e in finals if e["final"]], finals
+            assert await server.metric("voice_trio_interrupts_total") == 0
