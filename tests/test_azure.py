@@ -140,6 +140,23 @@ async def test_server_vad_takes_the_turn() -> None:
         assert not fake.sessions[0].of_type("input_audio_buffer.commit")
 
 
+async def test_a_server_vad_turns_stages_count_from_where_azure_says_speech_ended() -> None:
+    # The fake's VAD says the speech ended 400 ms before the end of what was appended
+    # (audio_end_ms), as a real one does after its silence_duration_ms.
+    async with azure_room(fake_options={"vad_silence_ms": 400}) as (fake, server, client):
+        for _ in range(10):
+            await client.send_audio(FRAME)
+        events, audio = await client.until("response.done")
+        stopped = json_events(events, "input.speech_stopped")
+        assert stopped and audio
+        stages = events[-1]["stages_ms"]
+        # The end of the turn came at least the 400 ms after the end of the speech that
+        # the audio already sent puts it at; the total counts from there.
+        assert stages["end_of_turn"] >= 400, stages
+        known = [stages[s] for s in ("end_of_turn", "asr", "brain", "tts") if stages[s]]
+        assert abs(sum(known) - stages["total"]) <= 0.3
+
+
 async def test_interrupt_cancels_and_truncates_at_what_was_played() -> None:
     fake_options = {"delta_delay_s": 0.05, "reply": lambda s: " ".join(["một"] * 40)}
     async with azure_room(fake_options=fake_options, turn_detection="none") as (

@@ -61,8 +61,9 @@ class TurnStages(msgspec.Struct, frozen=True, kw_only=True):
     when not known.
 
     ``end_of_turn``: the end of the user's speech (when the last voiced audio
-    reached the brain; only a brain that hears the audio says it: the embedded
-    one) to the end of the user's turn, as the brain decided it; ``asr``: that to
+    reached the brain, as the embedded brain says; or where Azure's server VAD
+    says it ended in the audio sent) to the end of the user's turn, as the brain
+    decided it; ``asr``: that to
     the final transcript (near 0 with the embedded brain, which decides the end of
     a turn from its transcript: the recognition is in ``end_of_turn``); ``brain``:
     that (or the end of a typed turn) to the reply's first text; ``tts``: that to

@@ -190,6 +190,7 @@ class FakeAzureRealtime:
         delta_delay_s: float = 0.0,
         vad_start_bytes: int = 9600,
         vad_stop_bytes: int = 48000,
+        vad_silence_ms: int = 0,
     ) -> None:
         self.api_key = api_key
         self.transcript = transcript
@@ -197,6 +198,9 @@ class FakeAzureRealtime:
         self.audio_bytes_per_delta = audio_bytes_per_delta
         self.vad_start_bytes = vad_start_bytes
         self.vad_stop_bytes = vad_stop_bytes
+        #: How long before the end of what was appended the fake VAD says speech ended
+        #: (a real server VAD stops after silence_duration_ms of silence).
+        self.vad_silence_ms = vad_silence_ms
         # Knobs.
         self.delta_delay_s = delta_delay_s
         self.reject_status: int | None = None
@@ -465,7 +469,9 @@ class FakeAzureRealtime:
             await conn.send(
                 {
                     "type": "input_audio_buffer.speech_stopped",
-                    "audio_end_ms": len(conn.record.appended) // BYTES_PER_MS,
+                    "audio_end_ms": max(
+                        0, len(conn.record.appended) // BYTES_PER_MS - self.vad_silence_ms
+                    ),
                     "item_id": conn.speech_item,
                 }
             )

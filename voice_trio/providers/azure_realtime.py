@@ -293,6 +293,10 @@ class _Link:
         self._partials: dict[str, str] = {}
         self._uncommitted: collections.deque[bytes] = collections.deque()
         self._uncommitted_bytes = 0
+        # Input audio appended on this session, and when the last of it went (the
+        # clock): where the server VAD says speech ended is mapped back to the clock.
+        self._appended_bytes = 0
+        self._appended_at: float | None = None
         self._tx, self._rx = trio.open_memory_channel[_ResponseMessage](_RESPONSE_EVENTS_MAX)
         self._peeked: _ResponseMessage | None = None
 
@@ -516,6 +520,19 @@ class _Link:
         self._figures.events_out += 1
         return True
 
+    def appended(self, size: int) -> None:
+        """``size`` bytes of input audio went out on this session, now."""
+        self._appended_bytes += size
+        self._appended_at = trio.current_time()
+
+    def speech_end_at(self, audio_end_ms: int | None) -> float | None:
+        """When (the clock) the audio at ``audio_end_ms`` of this session's input went out:
+        the end of the user's speech, for a reply's stages (None: not known)."""
+        if audio_end_ms is None or self._appended_at is None:
+            return None
+        behind_ms = self._appended_bytes / _BYTES_PER_MS - audio_end_ms
+        return None if behind_ms < 0 else self._appended_at - behind_ms / 1000
+
     def keep_uncommitted(self, pcm: bytes) -> None:
         self._uncommitted.append(pcm)
         self._uncommitted_bytes += len(pcm)
@@ -716,8 +733,10 @@ class _Sessions:
                 if link is not self._link:
                     continue  # rotated or dropped while waiting for the lock
                 if await link.send(frame):
-                    if audio is not None and self._setup.keeps_uncommitted:
-                        link.keep_uncommitted(audio)
+                    if audio is not None:
+                        link.appended(len(audio))
+                        if self._setup.keeps_uncommitted:
+                            link.keep_uncommitted(audio)
                     return link
             await link.wait_ended()
 
@@ -909,6 +928,7 @@ class _Sessions:
                 for pcm in replay.uncommitted:
                     if not await link.send(wire.append(pcm)):
                         return
+                    link.appended(len(pcm))
                     link.keep_uncommitted(pcm)
             self._link = link
             self._link_ready.set()
@@ -1292,9 +1312,13 @@ class AzureRealtimeBrain:
                 link.speech_started()
                 await events.speech_started()
                 await events.barge_in()
-            case wire.SpeechStoppedEvent():
+            case wire.SpeechStoppedEvent(audio_end_ms=audio_end_ms):
                 link.speech_ended()
                 await events.speech_stopped()
+                turn_ended = getattr(events, "turn_ended", None)
+                ended = link.speech_end_at(audio_end_ms)
+                if turn_ended is not None and ended is not None:
+                    turn_ended(speech_ended_at=ended)  # the server VAD ended the turn now
             case wire.CommittedEvent():
                 link.speech_ended()
             case wire.TranscriptionDeltaEvent(item_id=item_id, delta=delta) if delta:

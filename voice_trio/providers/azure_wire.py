@@ -331,7 +331,8 @@ class SpeechStartedEvent(_ServerEvent, tag="input_audio_buffer.speech_started"):
 
 
 class SpeechStoppedEvent(_ServerEvent, tag="input_audio_buffer.speech_stopped"):
-    pass
+    #: Where the speech ended in the session's input audio (ms of all appended).
+    audio_end_ms: int | None = None
 
 
 class CommittedEvent(_ServerEvent, tag="input_audio_buffer.committed"):
