@@ -359,9 +359,11 @@ class LocalBrain:
     counted in the audio the client sends, not by the clock: a client that stops
     sending in a pause ends its turn with ``commit_audio``.
     Speech that resumes before the turn's reply is decided makes one turn with one
-    final transcript. While the agent speaks, speech interrupts it only once it is
-    recognised as words that are not only a backchannel ("dạ", "vâng"): a cough
-    or a "dạ" is not a turn.
+    final transcript; so does speech that starts after it was decided but before any
+    of its reply could be heard (the reply is dropped, the conversation rewound, and
+    the turn's final transcript says ``joined``). While the agent speaks, speech
+    interrupts it only once it is recognised as words that are not only a
+    backchannel ("dạ", "vâng"): a cough or a "dạ" is not a turn.
     """
 
     name = "local"
