@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 import trio_websocket
 
@@ -149,16 +148,6 @@ def test_the_promql_reader_finds_names_and_labels() -> None:
         "voice_trio_x_bucket": [("instance", "=~", "$i"), ("stage", "=", "asr")],
         "voice_trio_y": [],
     }
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def scrape_a_real_server(redis: RedisServer) -> Exposition:

@@ -11,7 +11,6 @@ figures in ``voice_trio_turn_stage_seconds{stage}``. No speed is asserted.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,16 +28,6 @@ from .test_cluster import RedisServer
 from .test_local import local_room
 
 _names = itertools.count()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def replies(redis: RedisServer, stream: str, n: int) -> list[dict[str, Any]]:
