@@ -78,6 +78,11 @@ class Minutes:
         if self.keeper is not None:
             self.keeper.mark(self.session)
 
+    def _amend_heard(self, role: str, was: str, now: str) -> None:
+        self.session.amend_heard(role, was, now)
+        if self.keeper is not None:
+            self.keeper.mark(self.session)
+
     def opened(self) -> None:
         settings = self._settings
         self.recorder.room_opened(
@@ -127,9 +132,7 @@ class Minutes:
         """A user turn's final transcript or typed text; ``amends``: the whole of the last
         one (the user went on before hearing its reply), which this record replaces."""
         if amends and self._last_user is not None:
-            self.session.amend_heard("user", self._last_user, text)
-            if self.keeper is not None:
-                self.keeper.mark(self.session)
+            self._amend_heard("user", self._last_user, text)
         else:
             amends = False
             self.user_turns += 1
@@ -167,9 +170,7 @@ class Minutes:
         heard = sent_ms if heard_ms is None else heard_ms
         text = full if heard_ms is None else text_heard(full, heard, turn)
         if amends:
-            self.session.amend_heard("assistant", full, text)
-            if self.keeper is not None:
-                self.keeper.mark(self.session)
+            self._amend_heard("assistant", full, text)
         else:
             self.responses += 1
             self._heard("assistant", text)

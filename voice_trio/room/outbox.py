@@ -208,15 +208,7 @@ class Outbox:
         """Make now what waits to be made as it leaves (a response's end records it), so
         that a room's close is recorded after it; it stays queued, made again if it goes
         out (a response is recorded once however often its end is made)."""
-        items: list[Outgoing] = []
-        while True:
-            try:
-                items.append(self._rx.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        for item in items:
-            if isinstance(item, Later):
-                item.make()
+        for item in self._drain():
             self._tx.send_nowait(item)  # the room's tasks are over: nothing else sends
 
     def shut(self) -> None:
@@ -225,15 +217,21 @@ class Outbox:
         What waited to be made as it left is made still (a response's end: it is
         recorded), only not sent.
         """
+        self._drain()
+        self._rx.close()
+        self._close_room = _closed  # no cycle left: a closed room is freed by refcount
+
+    def _drain(self) -> list[Outgoing]:
+        """Take everything queued, making each :class:`Later` (its events not sent)."""
+        items: list[Outgoing] = []
         while True:
             try:
                 item = self._rx.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+                return items
             if isinstance(item, Later):
                 item.make()
-        self._rx.close()
-        self._close_room = _closed  # no cycle left: a closed room is freed by refcount
+            items.append(item)
 
     def _take_batch(self, first: Outgoing | None = None) -> list[bytes | str]:
         """What is queued now (after ``first``), in order, without stale audio."""

@@ -433,12 +433,9 @@ class Room:
             return  # nothing left to cut
         # Without the client's word (server VAD), what it has played by the clock.
         heard = turn.played_ms_estimate() if played_ms is None else min(played_ms, turn.sent_ms)
-        self.outbox.cut()  # `interrupted` makes the client drop what it holds
         self.minutes.interrupts += 1
         self.metrics.interrupts += 1
-        closing = turn.cut()
-        turn.record(heard)  # now: its end, queued before, may be made while this waits
-        await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *closing)
+        await self._drop(turn, heard)
         if (brain := self.upstream.brain) is not None:
             await brain.cancel_response(turn.response_id, played_ms=heard)
 
@@ -462,9 +459,14 @@ class Room:
         turn = self.turn
         if turn is None or turn.state is TurnState.CUT or turn.reply_to is None:
             return
+        await self._drop(turn, 0)
+
+    async def _drop(self, turn: RoomTurn, heard_ms: int) -> None:
+        """Cut ``turn`` as heard up to ``heard_ms``; ``interrupted`` makes the client drop
+        what it holds of it."""
         self.outbox.cut()
         closing = turn.cut()
-        turn.record(0)
+        turn.record(heard_ms)  # now: its end, queued before, may be made while this waits
         await self.outbox.put_together(p.Interrupted(response_id=turn.response_id), *closing)
 
     async def end_turn(self) -> None:
