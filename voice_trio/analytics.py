@@ -87,29 +87,26 @@ def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
             }
         ]
     if isinstance(record, UserTurn):
-        return (
-            []
-            if record.amends
-            else [
-                {
-                    "type": "turn.completed",
-                    "session_id": record.session_id,
-                    "instance_id": instance_id,
-                    "ts": record.ended_at,
-                    "role": "user",
-                    "source": record.source,
-                    "speech_ms": None
-                    if record.started_at is None
-                    else _ms(record.ended_at - record.started_at),
-                    "chars": len(record.text),
-                }
-            ]
-        )
+        if record.amends:
+            return []  # the whole of a turn its first part's event already counted
+        return [
+            {
+                "type": "turn.completed",
+                "session_id": record.session_id,
+                "instance_id": instance_id,
+                "ts": record.ended_at,
+                "role": "user",
+                "source": record.source,
+                "speech_ms": None
+                if record.started_at is None
+                else _ms(record.ended_at - record.started_at),
+                "chars": len(record.text),
+            }
+        ]
     if isinstance(record, AssistantTurn):
-        events = (
-            []
-            if record.amends
-            else [
+        events: list[dict[str, Any]] = []
+        if not record.amends:  # one cut after it was done had its turn.completed then
+            events.append(
                 {
                     "type": "turn.completed",
                     "session_id": record.session_id,
@@ -128,8 +125,7 @@ def event_of(record: Any, instance_id: str) -> list[dict[str, Any]]:
                     "chars": len(record.full_text),
                     "heard_chars": len(record.text),
                 }
-            ]
-        )
+            )
         if record.status == "interrupted":
             events.append(
                 {
