@@ -467,27 +467,32 @@ async def test_the_fake_refuses_events_outside_the_schema() -> None:
     assert len(fake.invalid) == 4, fake.invalid
 
 
+def stand_in_settings(azure: Any, cartesia: Any) -> Any:
+    """The settings a user gives to run on Azure and Cartesia: here, the stand-ins'."""
+    from voice_trio.config import Settings
+
+    return Settings.from_env(
+        {
+            "AZURE_OPENAI_ENDPOINT": azure.endpoint,
+            "AZURE_OPENAI_API_KEY": azure.api_key,
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "CARTESIA_BASE_URL": cartesia.base_url,
+            "CARTESIA_API_KEY": cartesia.api_key,
+            "CARTESIA_VOICE_ID": cartesia.voice_id,
+            "WS_TTS_CHUNK_BYTES": "4800",
+        }
+    )
+
+
 async def test_the_unmodified_server_talks_to_azure_and_cartesia_from_settings_alone(
     tmp_path,
 ) -> None:
     # What a user does: AZURE_OPENAI_ENDPOINT / CARTESIA_BASE_URL pointing at the
     # stand-ins, no code of theirs. A spoken turn comes back as Cartesia's audio.
-    from voice_trio.config import Settings
-
     from .fakes.cartesia import audio_for, open_fake_cartesia
 
     async with open_fake_azure() as azure, open_fake_cartesia() as cartesia:
-        settings = Settings.from_env(
-            {
-                "AZURE_OPENAI_ENDPOINT": azure.endpoint,
-                "AZURE_OPENAI_API_KEY": azure.api_key,
-                "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                "CARTESIA_BASE_URL": cartesia.base_url,
-                "CARTESIA_API_KEY": cartesia.api_key,
-                "CARTESIA_VOICE_ID": cartesia.voice_id,
-                "WS_TTS_CHUNK_BYTES": "4800",
-            }
-        )
+        settings = stand_in_settings(azure, cartesia)
         assert (settings.brain, settings.voice) == ("azure", "cartesia")
         graph = build_receptionist(tmp_path / "appointments.sqlite3")
         async with running_server(settings, agent=graph) as server:
@@ -505,24 +510,12 @@ async def test_the_unmodified_server_talks_to_azure_and_cartesia_from_settings_a
 async def test_a_cut_text_response_is_remembered_as_the_words_heard(tmp_path) -> None:
     """Azure text out + Cartesia: the cut item is deleted, one with the heard words made
     (the words Cartesia's timestamps say had ended in the audio the client played)."""
-    from voice_trio.config import Settings
-
     from .fakes.cartesia import open_fake_cartesia, word_times
 
     words = " ".join(f"từ{i}" for i in range(40))
     async with open_fake_azure(delta_delay_s=0.0, reply=lambda s: words) as azure:
         async with open_fake_cartesia() as cartesia:
-            settings = Settings.from_env(
-                {
-                    "AZURE_OPENAI_ENDPOINT": azure.endpoint,
-                    "AZURE_OPENAI_API_KEY": azure.api_key,
-                    "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-                    "CARTESIA_BASE_URL": cartesia.base_url,
-                    "CARTESIA_API_KEY": cartesia.api_key,
-                    "CARTESIA_VOICE_ID": cartesia.voice_id,
-                    "WS_TTS_CHUNK_BYTES": "4800",
-                }
-            )
+            settings = stand_in_settings(azure, cartesia)
             graph = build_receptionist(tmp_path / "appointments.sqlite3")
             async with running_server(settings, agent=graph) as server:
                 async with server.connect("heard") as client:
